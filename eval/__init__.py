@@ -1,0 +1,1 @@
+"""Evaluation: metrics registry, benchmarks, baselines, runner, tables and plots."""

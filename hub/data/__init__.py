@@ -1,0 +1,1 @@
+"""Data preparation (``python -m hub.data prepare``) and training datasets."""

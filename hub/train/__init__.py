@@ -1,0 +1,1 @@
+"""The common trainer used by every stage (vae, teacher, student)."""

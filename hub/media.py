@@ -45,8 +45,8 @@ __all__ = [
 ]
 
 # A source frame counts as "at or before" an output time when it is at most this much after it;
-# absorbs timestamp rounding (e.g. 33333 us frame steps for 29.97-ish fps).
-_TIME_EPS = 2e-3
+# absorbs timestamp rounding (a tick of the container time base), not real frame offsets.
+_TIME_EPS = 1e-4
 # Decoded video shorter than declared by more than this (seconds and fraction) is "truncated".
 _TRUNCATION_SLACK_S = 0.5
 _TRUNCATION_FRACTION = 0.9
@@ -384,9 +384,24 @@ def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_riff_size(p: Path) -> None:
+    """FFmpeg clamps a WAV's duration to the bytes present, so compare the RIFF header's size."""
+    with open(p, "rb") as handle:
+        head = handle.read(12)
+    if len(head) == 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        actual = p.stat().st_size
+        if declared not in (8, 0xFFFFFFFF + 8) and actual < declared:
+            raise ValueError(
+                f"{_name(p)}: truncated or corrupt audio, the file has {actual} of the "
+                f"{declared} bytes its header declares"
+            )
+
+
 def _decode_audio(
     p: Path, limits: InputLimits, max_seconds: float | None, want_start: bool = False
 ):
+    _check_riff_size(p)
     container = _open(p)
     with container:
         if not container.streams.audio:

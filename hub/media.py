@@ -300,7 +300,8 @@ def iter_video_frames(
     """Yield ``(index, frame uint8 (H, W, 3) RGB)`` at exactly 25 fps without loading the file.
 
     Same resampling rule and frame count as :func:`read_video`. Truncation is detected (and a
-    ``ValueError`` raised) only when the end of the file is reached. When given, ``stats`` is
+    ``ValueError`` raised) only when the end of the file is reached. A source frame repeated for
+    several indices is yielded as the same array: copy it before modifying. When given, ``stats`` is
     filled at the end with ``t0`` (first frame time, s), ``covered`` (seconds of video),
     ``frames`` (T) and ``source_fps``; pass ``t0`` to :func:`read_clip_audio`.
     """
@@ -757,6 +758,7 @@ class ChunkWriter:
         self._has_audio: bool | None = None
         self._full = None  # (container, vstream, astream, tmp_path, context manager)
         self._closed = False
+        self._full_done = False
 
     # -- public API --------------------------------------------------------------------------
 
@@ -811,7 +813,6 @@ class ChunkWriter:
         if self._closed:
             return self.full_path if self._full_done else None
         self._closed = True
-        self._full_done = False
         if self._full is None:
             return None
         container, vstream, astream, tmp, ctx = self._full

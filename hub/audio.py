@@ -24,7 +24,7 @@ Shapes: a stream or signal of ``N`` samples yields features ``float32 (N // hop,
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

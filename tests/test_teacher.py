@@ -1,0 +1,93 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hub.train.config import RunConfig
+from hub.train.stages.teacher import (TeacherStage, build_corpus, flow_loss, load_vae, sample_chunk_levels)
+from tests.synthetic_prepared import write_prepared
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("prepared"), size=32)
+
+
+def _cfg(prepared, **data) -> RunConfig:
+    cfg = dataclasses.replace(TeacherStage.presets["test"])
+    cfg.data = dataclasses.replace(cfg.data, prepared_dir=str(prepared), **data)
+    return cfg
+
+
+def test_window_alignment_and_shapes(prepared):
+    torch.manual_seed(0)
+    stage = TeacherStage()
+    cfg = _cfg(prepared)
+    model = stage.build_model(cfg)
+    dataset = stage.build_dataset(cfg, "train")
+    item = dataset[0]
+    m = cfg.model
+    n = cfg.data.chunks * m.dit.chunk_latent_frames
+    assert item["latents"].shape == (m.dit.latent_channels, n, m.dit.latent_size, m.dit.latent_size)
+    frames = (n + cfg.data.context_latents) * m.audio.frames_per_token + m.audio.lookahead_frames + 1
+    assert item["features"].shape == (frames * m.audio.rows_per_frame, m.audio.n_features)
+    tokens = model.rest.audio_encoder(item["features"][None])
+    assert tokens.shape[1] == 1 + cfg.data.context_latents + n  # the window's tokens are the last n
+    # Same (seed, epoch, index) -> same window; another epoch -> another window.
+    assert torch.equal(dataset[3]["latents"], dataset[3]["latents"])
+    dataset.set_epoch(1)
+    assert any(not torch.equal(dataset[i]["latents"], _item0) for i, _item0 in [(0, item["latents"])])
+
+
+def test_val_clips_never_in_training_corpus(prepared):
+    stage = TeacherStage()
+    cfg = _cfg(prepared)
+    corpus = build_corpus(cfg, load_vae(cfg.model), cfg.data.splits)
+    assert sorted(c.clip_id for c in corpus) == ["syn_a", "syn_b"]
+    with pytest.raises(ValueError, match="never trained on"):
+        build_corpus(_cfg(prepared, splits=("train", "val")), load_vae(cfg.model), ("train", "val"))
+
+
+def test_clean_prefix_schedule():
+    cfg = TeacherStage.presets["test"].model
+    cfg = dataclasses.replace(cfg, clean_prefix_prob=1.0, schedule="monotone")
+    torch.manual_seed(0)
+    t = sample_chunk_levels(cfg, 64, 5, torch.device("cpu"))
+    assert t.shape == (64, 5)
+    assert (t[:, 0] == 0).all() and (t[:, -1] > 0).all()
+    # A clean chunk is never after a noisy one (clean prefix + monotone rest).
+    assert ((t[:, 1:] == 0) <= (t[:, :-1] == 0)).all()
+
+
+def test_loss_falls_when_overfitting_one_batch(prepared):
+    torch.manual_seed(0)
+    stage = TeacherStage()
+    cfg = _cfg(prepared)
+    model = stage.build_model(cfg)
+    dataset = stage.build_dataset(cfg, "train")
+    batch = {k: torch.stack([dataset[i][k] for i in range(2)]) for k in dataset[0]}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    t = torch.full((2, cfg.data.chunks), 0.5)
+    losses = []
+    for _ in range(60):
+        torch.manual_seed(1)  # same noise every step: a fixed regression problem
+        loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents, t=t, drop_audio=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def test_train_and_export_roundtrip(prepared, tmp_path):
+    from hub.models.rest import RestModel
+    from hub.train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["teacher", "--preset", "test", "--out", str(out), f"data.prepared_dir={prepared}"]) == 0
+    export = out / "export"
+    model = RestModel.from_pretrained(export)
+    assert model.config.role == "teacher"
+    assert np.isfinite(sum(float(p.abs().sum()) for p in model.parameters()))

@@ -336,3 +336,25 @@ def test_stage_training_step_and_export(tmp_path, stage_cfg, adversarial):
     loaded = CausalVideoVAE.from_pretrained(tmp_path / "export")
     assert loaded.has_latent_stats
     assert len(loaded.config.latent_std) == loaded.config.latent_channels
+
+
+def test_bench_writes_result_json(tmp_path, stage_cfg):
+    from hub.bench.vae import main as bench_main
+
+    stage, cfg = stage_cfg
+    torch.manual_seed(0)
+    model = stage.build_model(cfg)
+    stage.export(model, cfg, tmp_path / "ckpt")
+    out = tmp_path / "bench.json"
+    assert bench_main(["--preset", "test", "--checkpoint", str(tmp_path / "ckpt"), "--prepared",
+                       cfg.data.prepared_dir, "--out", str(out), "--max-frames", "9"]) == 0
+    result = json.loads(out.read_text())
+    for key in ("psnr_db", "ssim", "compression", "encode_ms_per_frame", "decode_ms_per_frame", "peak_mem_mb",
+                "device", "taef2_distance"):
+        assert result[key] is not None, key
+    assert result["lpips"] is not None or result["lpips_reason"]
+    assert result["val_frames"] == 9  # 1 + n * f_t <= 9 frames of the single val clip
+    assert result["compression"] == pytest.approx(cfg.model.compression())
+    assert len(result["metadata"]["checkpoint_sha256"]) == 64
+    with pytest.raises(ValueError, match="not found"):
+        bench_main(["--preset", "test", "--checkpoint", str(tmp_path / "missing"), "--out", str(out)])

@@ -75,6 +75,8 @@ def test_config_rejects_bad_values(bad):
         dit_config("test", **bad)
     with pytest.raises(ValueError, match="unknown DiT preset"):
         dit_config("huge")
+    with pytest.raises(ValueError, match="unknown DiTConfig fields"):
+        dit_config("test", width=3)
 
 
 @pytest.mark.parametrize("patch_size", [1, 2])

@@ -126,7 +126,7 @@ def test_model_stream_keeps_memory_and_positions_flat():
 
 @pytest.mark.slow
 def test_model_stream_of_10000_chunks():
-    model = make_model(context_chunks=2)
+    model = make_model(context_chunks=2, depth=1)
     sizes, max_positions, v = run_stream(model, 10_000)
     assert len(sizes) == 1 and max(max_positions) == model.config.context_chunks
     assert torch.isfinite(v).all()

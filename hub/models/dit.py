@@ -27,6 +27,11 @@ index; sink keys carry only the spatial part (temporal channels zeroed), so atte
 independent of the query's time. Rotary attention depends on position differences only, so the
 streaming path places the current chunk at chunk position ``min(k, W)`` and its cached context
 relative to it: positions stay bounded on unbounded streams and the outputs equal the full forward.
+
+Receptive field. As with any layer-wise KV cache, ``W`` bounds what one LAYER sees; through ``depth``
+layers a chunk's output depends on up to ``depth * W`` earlier chunks (the cached keys of chunk
+``k - W`` were themselves computed from chunks ``k - 2W .. k - W``). The full ``block_causal`` forward
+uses the same per-layer mask, which is why the two agree exactly.
 """
 
 from __future__ import annotations
@@ -140,6 +145,10 @@ def dit_config(preset: str, **overrides) -> DiTConfig:
     """A copy of ``DIT_PRESETS[preset]`` with ``overrides`` applied (validated)."""
     if preset not in DIT_PRESETS:
         raise ValueError(f"unknown DiT preset {preset!r}; known: {sorted(DIT_PRESETS)}")
+    names = {f.name for f in dataclasses.fields(DiTConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown DiTConfig fields {unknown}; known: {sorted(names)}")
     return dataclasses.replace(DIT_PRESETS[preset], **overrides)
 
 
@@ -248,7 +257,7 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor, audio: torch.Tensor | None,
                 pos: _Positions, mask: torch.Tensor | None, prefix: _Prefix | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                kv_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One block over ``L`` tokens.
 
         Args:
@@ -259,6 +268,8 @@ class DiTBlock(nn.Module):
             pos: rotary angles of the L tokens.
             mask: (L, Lp + L) boolean attention mask (True = attend) or None for full attention.
             prefix: cached keys/values (already positioned) attended before the tokens' own.
+            kv_only: compute only this block's keys/values and return ``x`` unchanged (the last
+                layer of a cache write needs nothing else).
 
         Returns:
             x (B, L, D); keys (B, H, L, hd) after qk-norm with only the SPATIAL rotary applied (ID keys
@@ -272,6 +283,8 @@ class DiTBlock(nn.Module):
         if pos.n_sink:
             k_space = torch.cat([drop_time(k_space[:, :, : pos.n_sink], self.rope),
                                  k_space[:, :, pos.n_sink:]], dim=2)  # (B, H, L, hd)
+        if kv_only:
+            return x, k_space, v
         q = apply_rotary(q, pos.space + pos.time)  # (B, H, L, hd)
         k_att = apply_rotary(k_space, pos.time)  # (B, H, L, hd)
         v_att = v
@@ -575,15 +588,20 @@ class A2VDiT(nn.Module):
         space, _ = self._frame_positions(torch.zeros(1, dtype=torch.long, device=ref.device))
         pos = _Positions(space=space, time=torch.zeros_like(space), n_sink=cfg.sink_tokens)
         keys, values = [], []
-        for block in self.blocks:
-            h, k, v = block(h, cond, group, None, pos, None)  # (B, Ns, D), (B, H, Ns, hd) x 2
+        for layer, block in enumerate(self.blocks):
+            last = layer == cfg.depth - 1
+            h, k, v = block(h, cond, group, None, pos, None, kv_only=last)  # (B, Ns, D), (B, H, Ns, hd) x 2
             keys.append(k)
             values.append(v)
         cache.store_sink(torch.stack(keys), torch.stack(values))  # (depth, B, H, Ns, hd)
 
     def _run_chunk(self, x_chunk: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, cache: IDContextCache,
-                   collect: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """One chunk against the cache (read only). Returns final tokens and, if ``collect``, per-layer K/V."""
+                   collect: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """One chunk against the cache (read only).
+
+        Returns the final tokens (B, Tc, D), the conditioning (B, 1, D) and, if ``collect``, the
+        per-layer keys/values (B, H, Tc, hd) to store (then the tokens skip the last block's rest).
+        """
         cfg = self.config
         Fc = cfg.chunk_latent_frames
         self._check_latent("x_chunk", x_chunk, frames=Fc)
@@ -615,11 +633,12 @@ class A2VDiT(nn.Module):
                 prefix_k.insert(0, sink_k)
                 prefix_v.insert(0, sink_v)
             prefix = _Prefix(k=torch.cat(prefix_k, dim=2).to(h.dtype), v=torch.cat(prefix_v, dim=2).to(h.dtype))
-            h, k, v = block(h, cond, group, audio_tokens, pos, None, prefix)  # (B, Tc, D), (B, H, Tc, hd) x 2
+            kv_only = collect and layer == cfg.depth - 1  # a write needs only the last layer's K/V
+            h, k, v = block(h, cond, group, audio_tokens, pos, None, prefix, kv_only)  # (B, Tc, D), (B, H, Tc, hd) x 2
             if collect:
                 keys.append(k)
                 values.append(v)
-        return h, keys, values
+        return h, cond, keys, values
 
     def forward_chunk(self, x_chunk: torch.Tensor, t: torch.Tensor, audio: torch.Tensor,
                       cache: IDContextCache) -> torch.Tensor:
@@ -634,8 +653,7 @@ class A2VDiT(nn.Module):
         Returns:
             v: (B, C, Fc, h, w).
         """
-        h, _, _ = self._run_chunk(x_chunk, t, audio, cache, collect=False)  # (B, Tc, D)
-        cond = self.t_embed(t)  # (B, 1, D)
+        h, cond, _, _ = self._run_chunk(x_chunk, t, audio, cache, collect=False)  # (B, Tc, D), (B, 1, D)
         group = torch.zeros(h.shape[1], dtype=torch.long, device=h.device)  # (Tc,)
         out = self.final(h, cond, group)  # (B, Tc, p * p * C)
         return self.unpatchify(out, self.config.chunk_latent_frames).to(x_chunk.dtype)  # (B, C, Fc, h, w)
@@ -652,6 +670,6 @@ class A2VDiT(nn.Module):
             self._check_cache(cache, x_chunk.shape[0])
             cache.advance()
             return
-        _, keys, values = self._run_chunk(x_chunk, t, audio, cache, collect=True)
+        _, _, keys, values = self._run_chunk(x_chunk, t, audio, cache, collect=True)
         cache.store_chunk(torch.stack(keys), torch.stack(values))  # (depth, B, H, Tc, hd)
         cache.advance()

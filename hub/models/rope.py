@@ -70,13 +70,20 @@ class Rope3D:
         self._freq_t = _inverse_frequencies(s.time_dims, self.theta).float()  # (time_dims / 2,)
         self._freq_y = _inverse_frequencies(s.y_dims, self.theta).float()  # (y_dims / 2,)
         self._freq_x = _inverse_frequencies(s.x_dims, self.theta).float()  # (x_dims / 2,)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _frequencies(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three frequency vectors on ``device`` (copied there once)."""
+        if device not in self._on_device:
+            self._on_device[device] = (self._freq_t.to(device), self._freq_y.to(device), self._freq_x.to(device))
+        return self._on_device[device]
 
     def angles(self, t: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Rotation angles of tokens at positions ``t``, ``y``, ``x`` (each ``(L,)``) -> ``(L, head_dim/2)``."""
-        device = t.device
-        a_t = t.float()[:, None] * self._freq_t.to(device)  # (L, time_dims / 2)
-        a_y = y.float()[:, None] * self._freq_y.to(device)  # (L, y_dims / 2)
-        a_x = x.float()[:, None] * self._freq_x.to(device)  # (L, x_dims / 2)
+        freq_t, freq_y, freq_x = self._frequencies(t.device)
+        a_t = t.float()[:, None] * freq_t  # (L, time_dims / 2)
+        a_y = y.float()[:, None] * freq_y  # (L, y_dims / 2)
+        a_x = x.float()[:, None] * freq_x  # (L, x_dims / 2)
         return torch.cat([a_t, a_y, a_x], dim=-1)  # (L, head_dim / 2)
 
     def space_angles(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ def test_window_alignment_and_shapes(prepared):
     model = stage.build_model(cfg)
     dataset = stage.build_dataset(cfg, "train")
     item = dataset[0]
-    m = cfg.model
+    m = model.rest.config
     n = cfg.data.chunks * m.dit.chunk_latent_frames
     assert item["latents"].shape == (m.dit.latent_channels, n, m.dit.latent_size, m.dit.latent_size)
     frames = (n + cfg.data.context_latents) * m.audio.frames_per_token + m.audio.lookahead_frames + 1
@@ -43,10 +43,11 @@ def test_window_alignment_and_shapes(prepared):
 def test_val_clips_never_in_training_corpus(prepared):
     stage = TeacherStage()
     cfg = _cfg(prepared)
-    corpus = build_corpus(cfg, load_vae(cfg.model), cfg.data.splits)
+    preset = cfg.model.audio.feature_preset
+    corpus = build_corpus(cfg.data, preset, load_vae(cfg.model), cfg.data.splits)
     assert sorted(c.clip_id for c in corpus) == ["syn_a", "syn_b"]
     with pytest.raises(ValueError, match="never trained on"):
-        build_corpus(_cfg(prepared, splits=("train", "val")), load_vae(cfg.model), ("train", "val"))
+        build_corpus(cfg.data, preset, load_vae(cfg.model), ("train", "val"))
 
 
 def test_clean_prefix_schedule():
@@ -77,7 +78,7 @@ def test_loss_falls_when_overfitting_one_batch(prepared):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
 
 

@@ -553,16 +553,18 @@ class A2VDiT(nn.Module):
 
     # ------------------------------------------------------------------ streaming
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None, window: int | None = None) -> IDContextCache:
+                  dtype: torch.dtype | None = None, window: int | None = None,
+                  use_sink: bool = True) -> IDContextCache:
         """A preallocated ID-Context Cache for ``batch_size`` streams.
 
         ``window`` (chunks) defaults to ``config.context_chunks``; the sink region is empty when
-        ``use_id_sink`` is False. ``device``/``dtype`` default to the model's.
+        ``use_id_sink`` is False or ``use_sink=False`` (the inference-time "no ID-Sink" ablation of
+        a model trained with one). ``device``/``dtype`` default to the model's.
         """
         cfg = self.config
         param = self.patch_embed.weight
         return IDContextCache(depth=cfg.depth, batch_size=batch_size, heads=cfg.heads, head_dim=cfg.head_dim,
-                              sink_tokens=cfg.sink_tokens, chunk_tokens=cfg.tokens_per_chunk,
+                              sink_tokens=cfg.sink_tokens if use_sink else 0, chunk_tokens=cfg.tokens_per_chunk,
                               chunk_latent_frames=cfg.chunk_latent_frames,
                               window=cfg.context_chunks if window is None else window,
                               device=param.device if device is None else device,
@@ -570,7 +572,8 @@ class A2VDiT(nn.Module):
 
     def _check_cache(self, cache: IDContextCache, batch: int) -> None:
         cfg = self.config
-        if cache.depth != cfg.depth or cache.chunk_tokens != cfg.tokens_per_chunk or cache.sink_tokens != cfg.sink_tokens:
+        if cache.depth != cfg.depth or cache.chunk_tokens != cfg.tokens_per_chunk \
+                or cache.sink_tokens not in (0, cfg.sink_tokens):
             raise ValueError("A2VDiT: cache was built for another model config; use model.new_cache(...)")
         if cache.batch_size != batch:
             raise ValueError(f"A2VDiT: cache batch size {cache.batch_size} != input batch {batch}")

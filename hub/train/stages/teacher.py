@@ -131,19 +131,23 @@ def load_vae(model_cfg: GeneratorModelConfig) -> CausalVideoVAE:
 
 
 def rest_config(model_cfg: GeneratorModelConfig, vae: CausalVideoVAE, role: str) -> RestConfig:
-    return RestConfig(vae=vae.config, audio=model_cfg.audio, dit=model_cfg.dit, role=role,
-                      sampling=model_cfg.sampling)
+    """The generator's config; sizes fixed by the autoencoder (latent grid and channels, frames per
+    latent frame) and by the DiT (audio token width and count) are taken from there."""
+    dit = dataclasses.replace(model_cfg.dit, latent_channels=vae.config.latent_channels,
+                              latent_size=vae.config.latent_size)
+    audio = dataclasses.replace(model_cfg.audio, frames_per_token=vae.config.temporal_factor,
+                                out_dim=dit.audio_dim, tokens_per_latent_frame=dit.audio_tokens_per_frame)
+    return RestConfig(vae=vae.config, audio=audio, dit=dit, role=role, sampling=model_cfg.sampling)
 
 
-def build_corpus(cfg: RunConfig, vae: CausalVideoVAE, splits: tuple[str, ...]) -> list[ClipLatents]:
+def build_corpus(data: GeneratorDataConfig, feature_preset: str, vae: CausalVideoVAE,
+                 splits: tuple[str, ...]) -> list[ClipLatents]:
     """Encode (or load from the cache next to the prepared clips) every clip of ``splits``."""
     from hub.media import read_audio, read_video
 
-    data: GeneratorDataConfig = cfg.data
-    model_cfg: GeneratorModelConfig = cfg.model
     prepared = resolve_path(data.prepared_dir)
     rows = read_prepared_index(prepared, splits)
-    feature_cfg = FEATURE_PRESETS[model_cfg.audio.feature_preset]
+    feature_cfg = FEATURE_PRESETS[feature_preset]
     ids = sorted(row["id"] for row in rows)
     key = corpus_key(vae, ids, feature_cfg, data.refs_per_clip)
     cache = prepared / "latents" / f"corpus-{'-'.join(splits)}-{key}.safetensors"
@@ -186,15 +190,23 @@ def audio_tokens_for_window(rest: RestModel, features: torch.Tensor, n_latents: 
     return tokens[:, 1 + context_latents: 1 + context_latents + n_latents]
 
 
-def make_window_dataset(cfg: RunConfig, corpus: list[ClipLatents], seed: int) -> LatentWindowDataset:
-    data: GeneratorDataConfig = cfg.data
-    model_cfg: GeneratorModelConfig = cfg.model
-    feature_cfg = FEATURE_PRESETS[model_cfg.audio.feature_preset]
+def make_window_dataset(rest_cfg: RestConfig, data: GeneratorDataConfig, corpus: list[ClipLatents],
+                        seed: int) -> LatentWindowDataset:
+    audio = rest_cfg.audio
     return LatentWindowDataset(
-        corpus, n_latents=data.chunks * model_cfg.dit.chunk_latent_frames,
-        frames_per_latent=model_cfg.audio.frames_per_token, rows_per_frame=model_cfg.audio.rows_per_frame,
-        context_latents=data.context_latents, lookahead_frames=model_cfg.audio.lookahead_frames,
-        silence_row=silence_row(feature_cfg), seed=seed, samples_per_epoch=data.samples_per_epoch or None)
+        corpus, n_latents=data.chunks * rest_cfg.dit.chunk_latent_frames,
+        frames_per_latent=audio.frames_per_token, rows_per_frame=audio.rows_per_frame,
+        context_latents=data.context_latents, lookahead_frames=audio.lookahead_frames,
+        silence_row=silence_row(FEATURE_PRESETS[audio.feature_preset]), seed=seed,
+        samples_per_epoch=data.samples_per_epoch or None)
+
+
+def generator_dataset(rest_cfg: RestConfig, vae: CausalVideoVAE, data: GeneratorDataConfig, split: str,
+                      seed: int) -> LatentWindowDataset:
+    """Latent windows of ``split`` ("train" = ``data.splits``; "val" only for evaluation)."""
+    splits = data.splits if split == "train" else (split,)
+    corpus = build_corpus(data, rest_cfg.audio.feature_preset, vae, splits)
+    return make_window_dataset(rest_cfg, data, corpus, seed=seed if split == "train" else 12345)
 
 
 def sample_chunk_levels(model_cfg: GeneratorModelConfig, batch: int, n_chunks: int,
@@ -215,8 +227,8 @@ def flow_loss(rest: RestModel, batch: dict[str, torch.Tensor], model_cfg: Genera
               t: torch.Tensor | None = None, drop_audio: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """Velocity MSE over the noisy chunks of a batch of windows (see the module docstring)."""
     x0 = batch["latents"]  # (B, C, T, h, w)
-    ref = batch["ref"] if model_cfg.dit.use_id_sink else None  # (B, C, 1, h, w)
-    fc = model_cfg.dit.chunk_latent_frames
+    ref = batch["ref"] if rest.config.dit.use_id_sink else None  # (B, C, 1, h, w)
+    fc = rest.config.dit.chunk_latent_frames
     B, T = x0.shape[0], x0.shape[2]
     n_chunks = T // fc
     tokens = audio_tokens_for_window(rest, batch["features"], T, context_latents)  # (B, T, A, D)
@@ -288,9 +300,8 @@ class TeacherStage(Stage):
         return GeneratorTrainModel(rest)
 
     def build_dataset(self, cfg: RunConfig, split: str) -> torch.utils.data.Dataset:
-        splits = cfg.data.splits if split == "train" else (split,)
-        corpus = build_corpus(cfg, load_vae(cfg.model), splits)
-        return make_window_dataset(cfg, corpus, seed=cfg.train.seed if split == "train" else 12345)
+        vae = load_vae(cfg.model)
+        return generator_dataset(rest_config(cfg.model, vae, self.role), vae, cfg.data, split, cfg.train.seed)
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
         loss, logs = flow_loss(model.rest, batch, self.cfg.model, context_latents=self.cfg.data.context_latents)

@@ -1,0 +1,252 @@
+"""Training stage ``student``: Asynchronous Streaming Distillation (ASD) of the streaming student.
+
+``python -m hub.train student --preset tiny`` distils the bidirectional teacher
+(``model.teacher_checkpoint``, trained by the ``teacher`` stage) into a few-step block-causal
+student that streams with the ID-Context Cache. The student starts as a copy of the teacher.
+
+What one training step does (per batch of windows of ``n`` chunks; equation numbers refer to
+the comments in :func:`rollout_losses`):
+
+1. The student's audio encoder turns the window's filterbank rows into tokens; the ID-Sink of the
+   reference latent is written into a fresh ID-Context Cache (with gradients).
+2. Self-Forcing rollout: chunk by chunk, exactly as at inference, the student denoises noise
+   ``z_k`` in ``S = student_steps`` Euler steps against the cache. Only the last step carries
+   gradients; its x0-prediction ``x_k = x_{t_last} - t_last v_student`` is the student's chunk (1).
+   The clean chunk is then written into the cache at ``t = 0`` (no gradient), so chunk ``k + 1``
+   is conditioned on the student's OWN past -- the distribution it meets when streaming.
+3. Asynchronous supervision: the frozen non-streaming teacher solves the same noise ``z_k`` with
+   ``T = teacher_steps`` Euler steps (classifier-free guidance ``teacher_guidance``), attending
+   bidirectionally over a window made of the student's own past chunks held CLEAN (``t = 0``) and
+   the current chunk NOISY (``t`` from 1 to 0): the "clean past, noisy present" asynchronous
+   schedule the teacher was trained for. Its result ``x*_k`` is the target (2).
+4. Loss: ``L = mean_k || x_k - stopgrad(x*_k) ||^2`` (3), regression onto the teacher's
+   predictions on the student's own rollouts.
+
+Choice: regression onto teacher ODE solutions, not DMD. DMD needs an online critic (a second
+network trained on student samples) and many more steps to converge than a CPU budget allows;
+ODE regression has a fixed, deterministic target for a given noise and context, is stable from
+the first step, and still removes the train/test mismatch because the context is the student's
+own rollout. DMD can be added as another ``model.objective`` with a ``critic`` optimizer group.
+
+The "no ASD" ablation (``model.context="ground_truth"``): identical except that both the cache and
+the teacher's context hold the ground-truth chunks (teacher forcing), so the student never sees
+its own errors during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from hub.diffusion import timestep_grid
+from hub.models.rest import RestModel, SamplingConfig
+from hub.train.config import RunConfig, TrainConfig
+from hub.train.stage import Stage
+from hub.train.stages.teacher import (GeneratorDataConfig, GeneratorModelConfig, _test_model, generator_dataset,
+                                      load_vae, resolve_path, rest_config)
+
+CONTEXTS = ("self", "ground_truth")
+
+
+@dataclass
+class StudentModelConfig:
+    """Distillation settings; the networks' sizes come from the teacher checkpoint."""
+
+    teacher_checkpoint: str = "checkpoints/teacher-tiny"  # "" = a fresh teacher (tests only)
+    context: str = "self"  # "self": ASD on own rollouts; "ground_truth": the no-ASD ablation
+    student_steps: int = 2
+    student_shift: float = 1.0
+    teacher_steps: int = 8
+    teacher_shift: float = 1.0
+    teacher_guidance: float = 1.0
+    train_audio_encoder: bool = True
+    # Only used when teacher_checkpoint is "" (tests): the generator to build from scratch.
+    fresh: GeneratorModelConfig = field(default_factory=_test_model)
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"model.context={self.context!r}; accepted: {CONTEXTS}")
+        if not 1 <= self.student_steps <= 8:
+            raise ValueError(f"model.student_steps={self.student_steps}; accepted: 1..8")
+        if self.teacher_steps < 1:
+            raise ValueError(f"model.teacher_steps={self.teacher_steps}; must be >= 1")
+
+
+class StudentTrainModel(nn.Module):
+    """The trainable student and the frozen teacher (their autoencoder is shared and frozen)."""
+
+    def __init__(self, student: RestModel, teacher: RestModel) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.student.vae.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "StudentTrainModel":
+        super().train(mode)
+        self.teacher.eval()
+        self.student.vae.eval()
+        return self
+
+
+def load_teacher(model_cfg: StudentModelConfig) -> RestModel:
+    if model_cfg.teacher_checkpoint:
+        path = resolve_path(model_cfg.teacher_checkpoint)
+        if not path.is_dir():
+            raise ValueError(f"model.teacher_checkpoint={path} not found; train it with "
+                             "`python -m hub.train teacher --preset tiny`")
+        teacher = RestModel.from_pretrained(path)
+        if teacher.config.role != "teacher":
+            raise ValueError(f"{path} is a {teacher.config.role} checkpoint, not a teacher")
+        return teacher
+    vae = load_vae(model_cfg.fresh)
+    return RestModel(rest_config(model_cfg.fresh, vae, "teacher"), vae=vae)
+
+
+@torch.no_grad()
+def teacher_target(teacher: RestModel, context: torch.Tensor | None, noise: torch.Tensor, tokens: torch.Tensor,
+                   null_tokens: torch.Tensor, ref: torch.Tensor | None, steps: int, shift: float,
+                   guidance: float) -> torch.Tensor:
+    """The teacher's ODE solution for the current chunk given a clean past (asynchronous schedule).
+
+    Args:
+        context: (B, C, k Fc, h, w) clean past chunks or None; noise: (B, C, Fc, h, w) at t = 1;
+        tokens / null_tokens: (B, (k + 1) Fc, A, D) audio tokens of the context chunks and the
+        current one. Returns (B, C, Fc, h, w).
+    """
+    fc = noise.shape[2]
+    k = 0 if context is None else context.shape[2] // fc
+    grid = timestep_grid(steps, shift, device=noise.device)  # (steps + 1,)
+    x = noise
+    for i in range(steps):
+        t_now, t_next = grid[i], grid[i + 1]
+        t_chunks = torch.zeros(noise.shape[0], k + 1, device=noise.device)
+        t_chunks[:, -1] = t_now
+        x_in = x if context is None else torch.cat([context, x], dim=2)  # (B, C, (k + 1) Fc, h, w)
+        v = teacher.dit(x_in, t_chunks, tokens, ref, mode="bidirectional")[:, :, -fc:]
+        if guidance != 1.0:
+            v_null = teacher.dit(x_in, t_chunks, null_tokens, ref, mode="bidirectional")[:, :, -fc:]
+            v = v_null + guidance * (v - v_null)
+        x = x + (t_next - t_now) * v
+    return x
+
+
+def rollout_losses(model: StudentTrainModel, batch: dict[str, torch.Tensor], cfg: RunConfig
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One ASD (or teacher-forcing) rollout over a batch of windows; see the module docstring."""
+    scfg: StudentModelConfig = cfg.model
+    student, teacher = model.student, model.teacher
+    dit, tdit = student.dit, teacher.dit
+    fc = dit.config.chunk_latent_frames
+    W = dit.config.context_chunks
+    x_gt = batch["latents"]  # (B, C, T, h, w)
+    B, T = x_gt.shape[0], x_gt.shape[2]
+    n_chunks = T // fc
+    c = cfg.data.context_latents
+    use_sink = dit.config.use_id_sink
+    ref = batch["ref"] if use_sink else None  # (B, C, 1, h, w)
+    features = batch["features"]
+    s_tokens = student.audio_encoder(features)[:, 1 + c: 1 + c + T]  # (B, T, A, D)
+    with torch.no_grad():
+        t_tokens = teacher.audio_encoder(features)[:, 1 + c: 1 + c + T]  # (B, T, A, D)
+        t_null = teacher.audio_encoder.null_tokens(B, T)
+    cache = dit.new_cache(B)
+    if use_sink:
+        dit.prefill_sink(cache, ref)  # ID-Sink K/V with gradients (1 pass per window)
+    grid = timestep_grid(scfg.student_steps, scfg.student_shift, device=x_gt.device)  # (S + 1,)
+    own = []  # the context the rollout has produced: student chunks (self) or ground truth
+    losses = []
+    for k in range(n_chunks):
+        frames = slice(k * fc, (k + 1) * fc)
+        audio_k = s_tokens[:, frames]  # (B, Fc, A, D)
+        noise = torch.randn_like(x_gt[:, :, frames])  # (B, C, Fc, h, w)
+        # (1) Student: S - 1 Euler steps without gradient, the last one with gradient.
+        x = noise
+        with torch.no_grad():
+            for i in range(scfg.student_steps - 1):
+                v = dit.forward_chunk(x, grid[i].expand(B, 1), audio_k.detach(), cache)
+                x = x + (grid[i + 1] - grid[i]) * v
+        t_last = grid[scfg.student_steps - 1]
+        v = dit.forward_chunk(x, t_last.expand(B, 1), audio_k, cache)  # (B, C, Fc, h, w)
+        x_student = x - t_last * v  # x0-prediction = the Euler step to t = 0
+        # (2) Teacher: clean past (the last W chunks of the rollout's context), noisy present.
+        past = own[-W:] if W else []
+        context = torch.cat(past, dim=2) if past else None
+        ctx_frames = slice((k - len(past)) * fc, (k + 1) * fc)
+        target = teacher_target(teacher, context, noise, t_tokens[:, ctx_frames], t_null[:, ctx_frames], ref,
+                                scfg.teacher_steps, scfg.teacher_shift, scfg.teacher_guidance)
+        # (3) Regression onto the teacher's prediction.
+        losses.append((x_student - target).pow(2).flatten(1).mean(1))  # (B,)
+        chunk = x_student.detach() if scfg.context == "self" else x_gt[:, :, frames]
+        own.append(chunk)
+        with torch.no_grad():
+            dit.write_chunk(cache, chunk, torch.zeros(B, 1, device=x_gt.device), audio_k.detach())
+        cache.detach_()
+    per_chunk = torch.stack(losses, dim=1)  # (B, n)
+    logs = {"loss/first_chunk": float(per_chunk[:, 0].mean()), "loss/last_chunk": float(per_chunk[:, -1].mean())}
+    return per_chunk.mean(), logs
+
+
+def _run(model_cfg: StudentModelConfig, data: GeneratorDataConfig, **train: Any) -> RunConfig:
+    return RunConfig(train=TrainConfig(**train), model=model_cfg, data=data)
+
+
+class StudentStage(Stage):
+    """ASD of the streaming student (see the module docstring)."""
+
+    name: ClassVar[str] = "student"
+    presets: ClassVar[dict[str, RunConfig]] = {
+        # 2-core CPU: 6-chunk rollouts, batch 8, 2 student steps, 8 teacher steps.
+        "tiny": _run(StudentModelConfig(), GeneratorDataConfig(chunks=6),
+                     steps=600, batch_size=8, lr=1e-4, warmup_steps=50, min_lr_ratio=0.2, weight_decay=0.01,
+                     ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=50, device="cpu",
+                     progress_bar=False),
+        "tiny-noasd": _run(StudentModelConfig(context="ground_truth"), GeneratorDataConfig(chunks=6),
+                           steps=600, batch_size=8, lr=1e-4, warmup_steps=50, min_lr_ratio=0.2,
+                           weight_decay=0.01, ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=50,
+                           device="cpu", progress_bar=False),
+        "base": _run(StudentModelConfig(teacher_checkpoint="checkpoints/teacher-base", student_steps=2,
+                                        teacher_steps=16, teacher_guidance=2.0),
+                     GeneratorDataConfig(prepared_dir="data/prepared_256", chunks=12),
+                     steps=20_000, batch_size=8, lr=5e-5, warmup_steps=500, ema_decay=0.999,
+                     precision="bf16", num_workers=4, ckpt_every=1000),
+        "test": _run(StudentModelConfig(teacher_checkpoint="", teacher_steps=2),
+                     GeneratorDataConfig(chunks=3, context_latents=2, refs_per_clip=2, samples_per_epoch=8),
+                     steps=3, batch_size=2, lr=1e-3, ema_decay=0.0, num_workers=0, log_every=1, ckpt_every=2,
+                     device="cpu", tensorboard=False, progress_bar=False),
+    }
+
+    def build_model(self, cfg: RunConfig) -> nn.Module:
+        self.cfg = cfg
+        teacher = load_teacher(cfg.model)
+        student_cfg = dataclasses.replace(
+            teacher.config, role="student",
+            sampling=SamplingConfig(steps=cfg.model.student_steps, shift=cfg.model.student_shift))
+        student = RestModel(student_cfg, vae=teacher.vae)
+        student.load_state_dict(teacher.state_dict())  # (0) the student starts as the teacher
+        if not cfg.model.train_audio_encoder:
+            student.audio_encoder.requires_grad_(False)
+        return StudentTrainModel(student, teacher)
+
+    def build_dataset(self, cfg: RunConfig, split: str) -> torch.utils.data.Dataset:
+        teacher = load_teacher(cfg.model)
+        return generator_dataset(teacher.config, teacher.vae, cfg.data, split, cfg.train.seed)
+
+    def training_step(self, model: nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        loss, logs = rollout_losses(model, batch, self.cfg)
+        return {"loss/main": loss, **logs}
+
+    def optimizer_groups(self, model: nn.Module, cfg: RunConfig) -> dict[str, list[nn.Parameter]]:
+        return {"main": [p for p in model.student.parameters() if p.requires_grad]}
+
+    def export(self, model: nn.Module, cfg: RunConfig, out_dir: str | os.PathLike) -> None:
+        model.student.save_pretrained(out_dir, extra={"trained": {
+            "stage": self.name, "steps": cfg.train.steps, "context": cfg.model.context,
+            "teacher_checkpoint": cfg.model.teacher_checkpoint, "student_steps": cfg.model.student_steps,
+            "teacher_steps": cfg.model.teacher_steps, "prepared_dir": cfg.data.prepared_dir,
+            "splits": list(cfg.data.splits)}})

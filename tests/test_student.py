@@ -1,0 +1,91 @@
+import dataclasses
+
+import torch
+
+from hub.train.config import RunConfig
+from hub.train.stages.student import StudentStage, rollout_losses
+from tests.synthetic_prepared import write_prepared
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("prepared_s"), size=32)
+
+
+def _cfg(prepared, **model) -> RunConfig:
+    cfg = dataclasses.replace(StudentStage.presets["test"])
+    cfg.data = dataclasses.replace(cfg.data, prepared_dir=str(prepared))
+    cfg.model = dataclasses.replace(cfg.model, **model)
+    return cfg
+
+
+def _batch(stage, cfg):
+    dataset = stage.build_dataset(cfg, "train")
+    return {k: torch.stack([dataset[i][k] for i in range(2)]) for k in dataset[0]}
+
+
+def test_student_starts_as_teacher_and_only_student_trains(prepared):
+    torch.manual_seed(0)
+    stage = StudentStage()
+    cfg = _cfg(prepared)
+    model = stage.build_model(cfg)
+    for (name, p), (_, q) in zip(model.student.state_dict().items(), model.teacher.state_dict().items()):
+        assert torch.equal(p, q), name
+    groups = stage.optimizer_groups(model, cfg)
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    vae_ids = {id(p) for p in model.student.vae.parameters()}
+    assert not any(id(p) in teacher_ids | vae_ids for p in groups["main"])
+
+
+def test_rollout_loss_has_gradients_and_falls(prepared):
+    torch.manual_seed(0)
+    stage = StudentStage()
+    cfg = _cfg(prepared)
+    model = stage.build_model(cfg)
+    # Give the teacher some non-zero weights (adaLN-Zero makes a fresh one predict v = 0).
+    with torch.no_grad():
+        for p in model.teacher.dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = _batch(stage, cfg)
+    params = stage.optimizer_groups(model, cfg)["main"]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    losses = []
+    for _ in range(25):
+        torch.manual_seed(3)
+        loss, logs = rollout_losses(model, batch, cfg)
+        opt.zero_grad()
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.student.dit.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_self_and_ground_truth_context_differ(prepared):
+    stage = StudentStage()
+    torch.manual_seed(0)
+    cfg_self = _cfg(prepared)
+    model = stage.build_model(cfg_self)
+    with torch.no_grad():
+        for p in model.teacher.dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = _batch(stage, cfg_self)
+    torch.manual_seed(5)
+    loss_self, _ = rollout_losses(model, batch, cfg_self)
+    torch.manual_seed(5)
+    loss_gt, _ = rollout_losses(model, batch, _cfg(prepared, context="ground_truth"))
+    assert not torch.isclose(loss_self, loss_gt)
+
+
+def test_train_and_export(prepared, tmp_path):
+    from hub.models.rest import RestModel
+    from hub.train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["student", "--preset", "test", "--out", str(out), f"data.prepared_dir={prepared}"]) == 0
+    model = RestModel.from_pretrained(out / "export")
+    assert model.config.role == "student"
+    assert model.config.sampling.steps == 2

@@ -146,6 +146,7 @@ class _StandinI3D(torch.nn.Module):
         return self.proj(x.mean(dim=(2, 3, 4)))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_fvd_with_standin_torchscript(tmp_path):
     from eval.nets.i3d import load_i3d_torchscript
 

@@ -29,6 +29,7 @@ SPEECH_BAND_HZ = (300.0, 3000.0)
 JITTER_SMOOTH_FRAMES = 5
 BLINK_EAR_RATIO = 0.75  # a blink frame has EAR below this fraction of the clip's median EAR
 BLINK_MIN_FRAMES = 2
+FLICKER_BOX_MARGIN = 0.2  # face boxes are enlarged by this fraction of their size on each side
 
 _DLIB_REQUIRES = ["dlib", "face_recognition_models", "cv2"]
 _DLIB_CHECKS = [dlib_models_check]
@@ -84,7 +85,8 @@ def _lmd(sample: EvalSample, region: str, resolution: int) -> float:
 
 
 @register_metric(name="lmd", kind="motion", higher_is_better=False, needs_reference_video=True,
-                 requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS, unit="px",
+                 requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS, unit="px",
                  variant=f"dlib 68 points, mouth 48-67 centred, px at longer side {LMD_RESOLUTION}",
                  description="Mouth landmark distance to ground truth (ER-NeRF style LMD).")
 def lmd(sample: EvalSample, resolution: int = LMD_RESOLUTION) -> float:
@@ -93,7 +95,8 @@ def lmd(sample: EvalSample, resolution: int = LMD_RESOLUTION) -> float:
 
 
 @register_metric(name="lmd_face", kind="motion", higher_is_better=False, needs_reference_video=True,
-                 requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS, unit="px",
+                 requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS, unit="px",
                  variant=f"dlib 68 points, all points centred, px at longer side {LMD_RESOLUTION}",
                  description="Whole-face landmark distance to ground truth.")
 def lmd_face(sample: EvalSample, resolution: int = LMD_RESOLUTION) -> float:
@@ -170,7 +173,8 @@ def av_sync_from_signals(mouth: np.ndarray, energy: np.ndarray, max_offset: int 
 
 
 @register_metric(name="av_landmark_sync", kind="sync", higher_is_better=True, needs_audio=True,
-                 requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS, outputs=["av_corr", "av_offset", "av_conf"],
+                 requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS, outputs=["av_corr", "av_offset", "av_conf"],
                  directions={"av_offset": None},
                  variant="dlib inner-lip opening / mouth width vs RMS of the 300-3000 Hz band per "
                          "40 ms, z-scored, Pearson over ±15 frames",
@@ -205,7 +209,8 @@ def jitter_from_landmarks(landmarks: np.ndarray, window: int = JITTER_SMOOTH_FRA
     return float(np.mean(residual.mean(axis=1) / np.nanmedian(interocular(landmarks))))
 
 
-@register_metric(name="landmark_jitter", kind="motion", higher_is_better=False, requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS,
+@register_metric(name="landmark_jitter", kind="motion", higher_is_better=False, requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS,
                  unit="inter-ocular",
                  variant=f"dlib 68 points; residual to a centred {JITTER_SMOOTH_FRAMES}-frame moving "
                          "average; divided by the median inter-ocular distance",
@@ -231,7 +236,8 @@ def count_blinks(ear: np.ndarray, ratio: float = BLINK_EAR_RATIO, min_frames: in
     return int(np.sum(stops - starts >= min_frames))
 
 
-@register_metric(name="blink_rate", kind="motion", higher_is_better=True, requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS,
+@register_metric(name="blink_rate", kind="motion", higher_is_better=True, requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS,
                  outputs=["blinks_per_min", "ear_mean"], directions={"blinks_per_min": None, "ear_mean": None}, unit="1/min",
                  variant=f"dlib eye aspect ratio; blink = at least {BLINK_MIN_FRAMES} frames below "
                          f"{BLINK_EAR_RATIO} x median EAR",
@@ -245,16 +251,18 @@ def blink_rate(sample: EvalSample) -> dict[str, float]:
     return {"blinks_per_min": count_blinks(ear) / minutes, "ear_mean": float(np.nanmean(ear))}
 
 
-# Generic 3D face (mm) for nose tip 30, chin 8, eye outer corners 36/45, mouth corners 48/54.
+# Generic 3D face (mm) for nose tip 30, chin 8, eye outer corners 36/45, mouth corners 48/54, in
+# camera axes (x right, y down, z away from the camera) so that a frontal face has zero rotation.
 _POSE_POINTS = [30, 8, 36, 45, 48, 54]
-_POSE_MODEL = np.array([[0.0, 0.0, 0.0], [0.0, -330.0, -65.0], [-225.0, 170.0, -135.0],
-                        [225.0, 170.0, -135.0], [-150.0, -150.0, -125.0], [150.0, -150.0, -125.0]])
+_POSE_MODEL = np.array([[0.0, 0.0, 0.0], [0.0, 330.0, 65.0], [-225.0, -170.0, 135.0],
+                        [225.0, -170.0, 135.0], [-150.0, 150.0, 125.0], [150.0, 150.0, 125.0]])
 
 
 def head_pose(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     """Yaw, pitch, roll in degrees per frame from solvePnP on 6 landmarks; (T, 3), NaN without a face.
 
-    The camera is a pinhole with focal length = image width and the principal point at the centre.
+    The camera is a pinhole with focal length = image width and the principal point at the centre;
+    each frame starts from the frontal pose in front of the camera (no flipped solutions).
     """
     import cv2
 
@@ -263,37 +271,38 @@ def head_pose(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     for t, points in enumerate(landmarks):
         if not np.isfinite(points).all():
             continue
-        ok, rvec, _ = cv2.solvePnP(_POSE_MODEL, points[_POSE_POINTS].astype(np.float64), camera, None,
-                                   flags=cv2.SOLVEPNP_ITERATIVE)
+        rvec = np.zeros((3, 1))
+        tvec = np.array([[0.0], [0.0], [float(width) * 3]])  # a face about a third of the frame wide
+        ok, rvec, tvec = cv2.solvePnP(_POSE_MODEL, points[_POSE_POINTS].astype(np.float64), camera, None,
+                                      rvec, tvec, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
         if not ok:
             continue
-        rot, _ = cv2.Rodrigues(rvec)
-        pitch = np.degrees(np.arctan2(rot[2, 1], rot[2, 2]))
-        yaw = np.degrees(np.arcsin(-np.clip(rot[2, 0], -1, 1)))
-        roll = np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))
-        out[t] = (yaw, (pitch + 360) % 360 - 180, roll)  # pitch of a frontal face near 0
+        angles = cv2.RQDecomp3x3(cv2.Rodrigues(rvec)[0])[0]  # (pitch, yaw, roll) about x, y, z
+        out[t] = (angles[1], angles[0], angles[2])
     return out
 
 
-@register_metric(name="head_motion", kind="motion", higher_is_better=True, requires=_DLIB_REQUIRES, checks=_DLIB_CHECKS,
+@register_metric(name="head_motion", kind="motion", higher_is_better=True, requires=_DLIB_REQUIRES,
+                 checks=_DLIB_CHECKS,
                  outputs=["yaw_std", "pitch_std", "roll_std", "angular_speed"],
                  directions={"yaw_std": None, "pitch_std": None, "roll_std": None, "angular_speed": None},
                  unit="deg, deg/s",
                  variant="dlib 68 points; solvePnP (6 points, generic face, f = width); std over the clip "
-                         "and mean frame-to-frame angular speed",
+                         "and mean angular speed after a 5-frame moving average",
                  description="Head-pose statistics (informational: compare with real footage).")
 def head_motion(sample: EvalSample) -> dict[str, float]:
     """Standard deviation of yaw/pitch/roll (deg) and mean angular speed (deg/s)."""
     landmarks = cached_landmarks68(sample)
     _need_faces(landmarks, "head_motion")
     pose = head_pose(landmarks, sample.frames.shape[2], sample.frames.shape[1])
-    speed = np.linalg.norm(np.diff(pose, axis=0), axis=1) * FPS
+    smooth = _moving_average(nan_interpolate(pose), JITTER_SMOOTH_FRAMES)  # landmark noise removed
+    speed = np.linalg.norm(np.diff(smooth, axis=0), axis=1) * FPS
     std = np.nanstd(pose, axis=0)
     return {"yaw_std": float(std[0]), "pitch_std": float(std[1]), "roll_std": float(std[2]),
             "angular_speed": float(np.nanmean(speed))}
 
 
-def static_mask(shape: tuple[int, int], boxes: np.ndarray, margin: float = 0.5) -> np.ndarray:
+def static_mask(shape: tuple[int, int], boxes: np.ndarray, margin: float = FLICKER_BOX_MARGIN) -> np.ndarray:
     """True for pixels outside every face box enlarged by ``margin`` x its size on each side; (H, W)."""
     h, w = shape
     mask = np.ones((h, w), bool)
@@ -306,20 +315,35 @@ def static_mask(shape: tuple[int, int], boxes: np.ndarray, margin: float = 0.5) 
 
 def flicker_in_mask(frames: np.ndarray, mask: np.ndarray) -> float:
     """Mean absolute grey-level difference of consecutive frames over the ``mask`` pixels (0..255)."""
-    if mask.sum() == 0:
-        raise ValueError("flicker: no static pixels left outside the face region")
+    if mask.mean() < 0.01:
+        raise ValueError(f"flicker: only {mask.mean():.1%} of the pixels lie outside the face region "
+                         "(the face fills the frame); flicker needs some static background")
     grey = frames[:, mask].astype(np.float32).mean(axis=-1)       # (T, P)
     return float(np.abs(np.diff(grey, axis=0)).mean())
 
 
+def flicker_per_pair(frames: np.ndarray, boxes: np.ndarray, margin: float = FLICKER_BOX_MARGIN) -> np.ndarray:
+    """Flicker of each consecutive pair outside both frames' enlarged face boxes; (T - 1,), NaN when
+    less than 1% of the pixels are static in that pair."""
+    out = np.full(len(frames) - 1, np.nan)
+    for t in range(1, len(frames)):
+        mask = static_mask(frames.shape[1:3], boxes[t - 1:t + 1], margin)
+        if mask.mean() >= 0.01:
+            diff = np.abs(frames[t][mask].astype(np.float32) - frames[t - 1][mask].astype(np.float32))  # (P, 3)
+            out[t - 1] = diff.mean()
+    return out
+
+
 @register_metric(name="flicker", kind="motion", higher_is_better=False, weights=[YUNET], requires=["cv2"],
                  unit="grey levels",
-                 variant="mean |frame_t - frame_t-1| (RGB mean, 0..255) outside the union of YuNet face "
-                         "boxes enlarged by 50% per side",
+                 variant="mean |frame_t - frame_t-1| (RGB, 0..255) outside both frames' YuNet face boxes "
+                         "enlarged by 20% per side",
                  description="Temporal flicker of the static background.")
 def flicker(sample: EvalSample) -> float:
     """Frame-difference flicker in the static (non-face) region."""
     if len(sample.frames) < 2:
         raise ValueError("flicker needs at least 2 frames")
-    mask = static_mask(sample.frames.shape[1:3], cached_yunet(sample)[:, :4])
-    return flicker_in_mask(sample.frames, mask)
+    per_pair = flicker_per_pair(sample.frames, cached_yunet(sample)[:, :4])
+    if not np.isfinite(per_pair).any():
+        raise ValueError("flicker: the face fills every frame; no static background to measure")
+    return float(np.nanmean(per_pair))

@@ -197,7 +197,8 @@ _DIRECTIONS = {"lse_d": False, "lse_c": True, "lse_offset": None, "lse_windows":
 
 @register_metric(
     name="lse", kind="sync", higher_is_better=True, needs_audio=True,
-    weights=[SYNCNET_V2, YUNET], requires=["python_speech_features", "cv2", "scipy"], outputs=_OUTPUTS, directions=_DIRECTIONS,
+    weights=[SYNCNET_V2, YUNET], requires=["python_speech_features", "cv2", "scipy"],
+    outputs=_OUTPUTS, directions=_DIRECTIONS,
     variant="syncnet_v2; face track (YuNet boxes, medfilt 13, crop scale 0.4, pad 110) -> 224; "
             "MFCC int16; 31 offsets",
     description="SyncNet LSE-C (confidence, higher better) and LSE-D (distance, lower better) on "
@@ -210,7 +211,8 @@ def lse(sample: EvalSample, **params: Any) -> dict[str, float]:
 
 @register_metric(
     name="lse_resize", kind="sync", higher_is_better=True, needs_audio=True,
-    weights=[SYNCNET_V2], requires=["python_speech_features", "cv2"], outputs=_OUTPUTS, directions=_DIRECTIONS,
+    weights=[SYNCNET_V2], requires=["python_speech_features", "cv2"],
+    outputs=_OUTPUTS, directions=_DIRECTIONS,
     variant="syncnet_v2; plain 224x224 resize of the (already face-cropped) frames; MFCC int16; 31 offsets",
     description="SyncNet LSE-C / LSE-D with the frames resized to 224 (Wav2Lip LRS path); only "
                 "meaningful for tightly face-cropped output.")

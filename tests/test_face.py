@@ -37,7 +37,8 @@ def test_crop_box_contains_landmarks_on_shared_frame(analyzer, shared_data):
     _, frame = next(media.iter_video_frames(shared_data / "clips" / "hdtf_aoc_wda.mp4"))
     landmarks = analyzer.detect(frame)[0].landmarks
     for scale in (1.8, 2.0, 2.2):
-        box = face.square_crop_box(landmarks, frame.shape, scale=scale)
+        assert _inside(landmarks, face.square_crop_box(landmarks, frame.shape, scale=scale))
+        box = face.square_crop_box(landmarks, frame.shape, scale=scale, min_scale=None)
         assert _inside(landmarks, box)
         size = max(np.ptp(landmarks[:, 0]), np.ptp(landmarks[:, 1]))
         assert box.side == pytest.approx(scale * size, abs=1.0)
@@ -50,7 +51,7 @@ def test_crop_box_contains_landmarks_on_shared_frame(analyzer, shared_data):
 def test_crop_pads_at_borders_without_distortion():
     image = np.arange(20 * 30 * 3, dtype=np.int64).reshape(20, 30, 3).astype(np.uint8)
     landmarks = np.array([[0.0, 0.0], [10.0, 10.0]])  # face in the top-left corner
-    box = face.square_crop_box(landmarks, image.shape, scale=2.5)  # side 25 > H = 20
+    box = face.square_crop_box(landmarks, image.shape, scale=2.5, min_scale=None)  # side 25 > H
     assert box.side == 25 and box.x0 == 0  # shifted inside horizontally (fits: 25 <= 30)
     assert box.y0 < 0 or box.y0 + box.side > 20  # cannot fit vertically: padded
     crop = face.crop_square(image, box, 25)  # no resize: pixels must be copied 1:1
@@ -61,6 +62,18 @@ def test_crop_pads_at_borders_without_distortion():
     np.testing.assert_array_equal(crop[:top], np.repeat(image[:1, :25], top, axis=0))  # edge pad
     black = face.crop_square(image, face.CropBox(-5, -5, 10), 10, pad_mode="constant")
     assert (black[:5] == 0).all() and np.array_equal(black[5:, 5:], image[:5, :5])
+
+
+def test_crop_shrinks_to_fit_before_padding():
+    shape = (224, 224, 3)
+    landmarks = np.array([[62.0, 52.0], [162.0, 172.0]])  # face 120 px in a 224 px frame
+    box = face.square_crop_box(landmarks, shape, scale=2.0)  # 240 does not fit: shrink to 224
+    assert (box.x0, box.y0, box.side) == (0, 0, 224)
+    tight = face.square_crop_box(landmarks, shape, scale=2.0, min_scale=1.9)  # 228 > 224: pad
+    assert tight.side == 228 and tight.x0 < 0
+    huge = np.array([[0.0, 0.0], [200.0, 200.0]])
+    assert face.square_crop_box(huge, shape, scale=2.0).side == 300  # never below 1.5 x face
+    assert face.square_crop_box(huge, shape, scale=1.2).side == 240  # min_scale capped at scale
 
 
 def test_track_clip_boxes_fixed_and_smoothed():

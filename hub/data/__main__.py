@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
                       help="parallel processes (default: CPU count - 1, at most 4)")
     prep.add_argument("--scale", type=float, default=2.0, help="crop side / face size (default 2.0)")
+    prep.add_argument("--min-scale", type=float, default=1.5,
+                      help="shrink the crop to fit the frame down to this x face size before "
+                           "padding (default 1.5)")
     prep.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     prep.add_argument("--limit", type=int, default=None, help="prepare at most this many clips")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from hub.data.prepare import PrepareConfig, list_sources, prepare
 
     try:
-        config = PrepareConfig(size=args.size, scale=args.scale, crf=args.crf)
+        config = PrepareConfig(size=args.size, scale=args.scale, min_scale=args.min_scale,
+                               crf=args.crf)
         clips = list_sources(args.src, args.split)
         if args.limit is not None:
             clips = clips[: max(0, args.limit)]

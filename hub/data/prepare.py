@@ -4,7 +4,8 @@ For every source video:
 
 1. decode at 25 fps (``hub.media.iter_video_frames``) and run the face analyzer on every frame;
 2. place one fixed square head crop for the clip (median face centre and size, ``scale`` x face
-   size, ``hub.face.track_clip_boxes``), padding at the image borders;
+   size, shrunk to fit the frame down to ``min_scale`` x, ``hub.face.track_clip_boxes``),
+   padding at the image borders only beyond that;
 3. decode again, crop and resize to ``size`` x ``size`` and encode H.264 (``crf``) with the clip's
    16 kHz audio aligned to frame 0;
 4. write ``DIR/clips/<id>.mp4``, ``DIR/audio/<id>.wav`` (16 kHz mono 16-bit),
@@ -59,6 +60,7 @@ class PrepareConfig:
 
     size: int = 256  # output side in pixels
     scale: float = 2.0  # crop side / face size
+    min_scale: float | None = 1.5  # shrink to fit the frame down to this before padding
     shift_y: float = 0.0  # crop centre shift, in face sizes (negative = up)
     crf: int = 18  # H.264 quality (lower = better)
     preset: str = "medium"  # x264 speed preset
@@ -189,7 +191,9 @@ def prepare_clip(clip: SourceClip, out_dir: Path, config: PrepareConfig, analyze
     face_frames = sum(t is not None for t in targets)
     if face_frames == 0:
         raise ValueError(f"{clip.path.name}: no face found in any of its {num_frames} frames")
-    boxes = track_clip_boxes(targets, shape, scale=config.scale, shift_y=config.shift_y)
+    boxes = track_clip_boxes(
+        targets, shape, scale=config.scale, shift_y=config.shift_y, min_scale=config.min_scale
+    )
     box = boxes[0]
     # landmarks in crop pixels, NaN rows where the landmarker found nothing
     crop_marks = np.full((num_frames, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)  # (T, K, 2)

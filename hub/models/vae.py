@@ -40,6 +40,7 @@ from torch import nn
 from hub import checkpoint
 
 CHECKPOINT_KIND = "vae"
+INIT_LOGVAR = -6.0  # initial posterior log-variance (see VideoEncoder)
 
 
 @dataclass
@@ -282,6 +283,9 @@ class VideoEncoder(nn.Module):
         self.pool = TemporalPool(ch[-1], cfg.temporal_factor)
         self.latent_blocks = nn.ModuleList(ResBlock(ch[-1], True) for _ in range(cfg.latent_blocks))
         self.head = nn.Conv2d(ch[-1], 2 * cfg.latent_channels, 3, padding=1)
+        # Start with a narrow posterior (std e^-3 ~ 0.05): unit-variance sampling noise at
+        # initialisation would drown the signal and stall the first thousand steps.
+        nn.init.constant_(self.head.bias[cfg.latent_channels:], INIT_LOGVAR)
         self.num_slots = _assign_slots(self)
 
     def forward(self, frames: torch.Tensor, state: CausalState | None = None) -> torch.Tensor:

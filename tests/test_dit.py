@@ -64,7 +64,7 @@ def chunk_changed(a: torch.Tensor, b: torch.Tensor, frames: int) -> list[bool]:
 def test_presets_are_valid_and_tiny_builds():
     assert set(DIT_PRESETS) == {"test", "tiny", "base"}
     tiny = A2VDiT(DIT_PRESETS["tiny"])
-    assert tiny.config.tokens_per_chunk == 64
+    assert tiny.config.tokens_per_chunk == 16
     assert 1e6 < sum(p.numel() for p in tiny.parameters()) < 2e7
 
 

@@ -61,7 +61,7 @@ class StudentModelConfig:
     context: str = "self"  # "self": ASD on own rollouts; "ground_truth": the no-ASD ablation
     student_steps: int = 2
     student_shift: float = 1.0
-    teacher_steps: int = 8
+    teacher_steps: int = 4
     teacher_shift: float = 1.0
     teacher_guidance: float = 1.0
     train_audio_encoder: bool = True
@@ -201,13 +201,13 @@ class StudentStage(Stage):
 
     name: ClassVar[str] = "student"
     presets: ClassVar[dict[str, RunConfig]] = {
-        # 2-core CPU: 6-chunk rollouts, batch 8, 2 student steps, 8 teacher steps.
+        # 2-core CPU (~20 min): 6-chunk rollouts, batch 4, 2 student steps, 4 teacher steps.
         "tiny": _run(StudentModelConfig(), GeneratorDataConfig(chunks=6),
-                     steps=600, batch_size=8, lr=1e-4, warmup_steps=50, min_lr_ratio=0.2, weight_decay=0.01,
+                     steps=400, batch_size=4, lr=1e-4, warmup_steps=30, min_lr_ratio=0.2, weight_decay=0.01,
                      ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=50, device="cpu",
                      progress_bar=False),
         "tiny-noasd": _run(StudentModelConfig(context="ground_truth"), GeneratorDataConfig(chunks=6),
-                           steps=600, batch_size=8, lr=1e-4, warmup_steps=50, min_lr_ratio=0.2,
+                           steps=400, batch_size=4, lr=1e-4, warmup_steps=30, min_lr_ratio=0.2,
                            weight_decay=0.01, ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=50,
                            device="cpu", progress_bar=False),
         "base": _run(StudentModelConfig(teacher_checkpoint="checkpoints/teacher-base", student_steps=2,

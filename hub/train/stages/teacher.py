@@ -261,7 +261,7 @@ def _test_model() -> GeneratorModelConfig:
 
 
 def _tiny_model() -> GeneratorModelConfig:
-    audio = AudioEncoderConfig(dim=192, layers=6, lookahead_frames=2, frames_per_token=4,
+    audio = AudioEncoderConfig(dim=128, layers=4, lookahead_frames=2, frames_per_token=4,
                                tokens_per_latent_frame=4, out_dim=256)
     return GeneratorModelConfig(audio=audio, dit=dataclasses.replace(DIT_PRESETS["tiny"]))
 
@@ -271,10 +271,10 @@ class TeacherStage(Stage):
 
     name: ClassVar[str] = "teacher"
     presets: ClassVar[dict[str, RunConfig]] = {
-        # 2-core CPU budget (~30 min): 6-chunk windows (~1 s), batch 16.
+        # 2-core CPU budget (~30 min): 6-chunk windows (~1 s of video), batch 8.
         "tiny": _run(_tiny_model(), GeneratorDataConfig(),
-                     steps=3000, batch_size=16, lr=4e-4, warmup_steps=200, min_lr_ratio=0.1,
-                     weight_decay=0.01, ema_decay=0.998, num_workers=0, log_every=25, ckpt_every=250,
+                     steps=1500, batch_size=8, lr=4e-4, warmup_steps=100, min_lr_ratio=0.1,
+                     weight_decay=0.01, ema_decay=0.995, num_workers=0, log_every=25, ckpt_every=100,
                      device="cpu", progress_bar=False),
         # One GPU: 512^2 (base VAE), 12-chunk windows.
         "base": _run(GeneratorModelConfig(vae_checkpoint="checkpoints/vae-base", vae_preset="base",

@@ -41,6 +41,7 @@ from torch import nn
 
 from hub import settings
 from hub.audio import FEATURE_PRESETS
+from hub.data.datasets import ClipIndex
 from hub.data.latents import (ClipLatents, LatentWindowDataset, corpus_key, encode_clip, load_corpus,
                               save_corpus, silence_row)
 from hub.diffusion import CHUNK_MODES, add_noise, chunk_timesteps, velocity_target
@@ -96,23 +97,6 @@ def resolve_path(path: str) -> Path:
     return p if p.is_absolute() else settings.REPO_ROOT / p
 
 
-def read_prepared_index(prepared_dir: Path, splits: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of ``prepared_dir/index.csv`` in ``splits``; 'val' may not be mixed with training splits."""
-    import csv
-
-    index = prepared_dir / "index.csv"
-    if not index.is_file():
-        raise ValueError(f"{index} not found; prepare the clips first: python -m hub.data prepare --src "
-                         f"<shared data>/manifest.csv --out {prepared_dir} --size <N>")
-    if "val" in splits and any(s != "val" for s in splits):
-        raise ValueError("data.splits mixes 'val' with training splits; val clips are never trained on")
-    with open(index, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["split"] in splits]
-    if not rows:
-        raise ValueError(f"{index}: no clips of split {list(splits)}")
-    return rows
-
-
 def load_vae(model_cfg: GeneratorModelConfig) -> CausalVideoVAE:
     if model_cfg.vae_checkpoint:
         path = resolve_path(model_cfg.vae_checkpoint)
@@ -146,24 +130,26 @@ def build_corpus(data: GeneratorDataConfig, feature_preset: str, vae: CausalVide
     from hub.media import read_audio, read_video
 
     prepared = resolve_path(data.prepared_dir)
-    rows = read_prepared_index(prepared, splits)
+    if "val" in splits and any(s != "val" for s in splits):
+        raise ValueError("data.splits mixes 'val' with training splits; val clips are never trained on")
+    records = list(ClipIndex.load(prepared, splits, allow_val=splits == ("val",), require_audio=True))
     feature_cfg = FEATURE_PRESETS[feature_preset]
-    ids = sorted(row["id"] for row in rows)
+    ids = sorted(r.id for r in records)
     key = corpus_key(vae, ids, feature_cfg, data.refs_per_clip)
     cache = prepared / "latents" / f"corpus-{'-'.join(splits)}-{key}.safetensors"
     if cache.is_file():
         return load_corpus(cache)
     vae = vae.eval()
     corpus = []
-    for row in sorted(rows, key=lambda r: r["id"]):
-        clip = read_video(prepared / row["path"], with_audio=False)
-        audio = read_audio(prepared / row["audio_path"]) if row.get("audio_path") else np.zeros(0, np.float32)
+    for record in sorted(records, key=lambda r: r.id):
+        clip = read_video(record.path, with_audio=False)
+        audio = read_audio(record.audio_path)
         if clip.frames.shape[1] != vae.config.image_size:
-            raise ValueError(f"{row['path']}: frames are {clip.frames.shape[1]} px, the VAE takes "
+            raise ValueError(f"{record.path}: frames are {clip.frames.shape[1]} px, the VAE takes "
                              f"{vae.config.image_size} px; use a folder prepared at that size")
-        seed = int.from_bytes(row["id"].encode()[:8].ljust(8, b"\0"), "little") % (2**32)
+        seed = int.from_bytes(record.id.encode()[:8].ljust(8, b"\0"), "little") % (2**32)
         latents, refs, features = encode_clip(vae, clip.frames, audio, feature_cfg, data.refs_per_clip, seed)
-        corpus.append(ClipLatents(row["id"], latents, refs, features))
+        corpus.append(ClipLatents(record.id, latents, refs, features))
     save_corpus(corpus, cache)
     return corpus
 

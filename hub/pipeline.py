@@ -116,8 +116,10 @@ def generate_teacher_latents(model: RestModel, ref: Tensor, audio_tokens: Tensor
     if pad:
         audio_tokens = torch.cat([audio_tokens, audio_tokens[:, -1:].expand(-1, pad, -1, -1)], dim=1)
     null = model.audio_encoder.null_tokens(1, n_chunks * fc)  # (1, T, A, D)
-    shape = (1, cfg.latent_channels, n_chunks * fc, cfg.latent_size, cfg.latent_size)
-    noise = torch.randn(shape, generator=generator, device="cpu").to(ref.device, ref.dtype)  # (1, C, T, h, w)
+    chunk_shape = (1, cfg.latent_channels, fc, cfg.latent_size, cfg.latent_size)
+    # Drawn chunk by chunk, so a clip's first chunks get the same noise whatever its length.
+    noise = torch.cat([torch.randn(chunk_shape, generator=generator) for _ in range(n_chunks)],
+                      dim=2).to(ref.device, ref.dtype)  # (1, C, T, h, w)
     out = torch.zeros_like(noise)
     start = 0  # first chunk of the current window
     done = 0  # chunks generated so far

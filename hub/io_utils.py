@@ -24,6 +24,8 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

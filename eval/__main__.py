@@ -3,6 +3,10 @@
 Subcommands:
   list [--json] [--kind KIND]    every metric with availability and the reason
   fetch-weights NAME [NAME ...]  download pinned weight files into the cache (needs internet)
+  run --benchmark B --methods M1,M2 --out DIR [--limit N] [--metrics a,b] [--quick] ...
+                                 run a benchmark (resumable; see eval/runner.py and docs/EVAL.md)
+  report DIR [DIR ...] [--out OUT]
+                                 rebuild table.md, table.tex and plots/ from results.csv
 """
 
 from __future__ import annotations
@@ -39,6 +43,46 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from eval.runner import RunConfig, parse_latency_json, run_benchmark
+
+    methods = _split(args.methods) or []
+    config = RunConfig(benchmark=args.benchmark, methods=methods, out=args.out, limit=args.limit,
+                       metrics=_split(args.metrics), quick=args.quick, size=args.size, seed=args.seed,
+                       device=args.device, prepared_dir=args.prepared,
+                       latency_json=parse_latency_json(args.latency_json or []),
+                       latency_seconds=args.latency_seconds, progress=not args.no_progress,
+                       build_report=not args.no_report)
+    summary = run_benchmark(config)
+    print(f"{args.benchmark}: {summary.generated} outputs made, {summary.reused} reused; "
+          f"{summary.metrics_computed} metric values computed, {summary.metrics_cached} from the cache; "
+          f"{len(summary.failures)} failure(s)")
+    for failure in summary.failures:
+        print(f"  failed: {failure['method']} / {failure['clip']} / {failure['stage']}: {failure['error']}")
+    print(f"wrote {summary.out}/results.csv, table.md, table.tex, plots/, metadata.json")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.report import build_report
+
+    out = Path(args.out or args.dirs[0])
+    done = build_report([Path(d) for d in args.dirs], out, png=not args.no_png)
+    print(f"wrote {out}/table.md, table.tex ({done['tables']} tables) and {done['plots']} plots")
+    for note in done["notes"].values():
+        print(f"note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; other subcommands register themselves here as ``sub.add_parser``."""
     parser = argparse.ArgumentParser(prog="python -m eval", description="REST evaluation hub")
@@ -50,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-weights", help="download pinned weight files (needs internet)")
     p.add_argument("names", nargs="+", help="weight names, e.g. syncnet fid_inception i3d_stylegan_v arcface")
     p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("run", help="run a benchmark for some methods (resumable)")
+    p.add_argument("--benchmark", required=True, help="mini-real, showcase, long-stream or latency")
+    p.add_argument("--methods", required=True,
+                   help="comma-separated specs: rest:DIR[?steps=1&sink=0&context=0], teacher:DIR, "
+                        "folder:PATH, vae_recon[:DIR], ground_truth, still, audio_energy_warp")
+    p.add_argument("--out", required=True, help="results folder (reused: finished work is skipped)")
+    p.add_argument("--limit", type=int, help="only the first N clips")
+    p.add_argument("--metrics", help="comma-separated metric names (default: the benchmark's)")
+    p.add_argument("--quick", action="store_true", help="long-stream: 30 s streams instead of 2 and 10 min")
+    p.add_argument("--size", type=int, help="face crop size (default: the first REST checkpoint's, else 128)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for the generators")
+    p.add_argument("--prepared", help="prepared folder with ground-truth crops (default data/prepared_<size>)")
+    p.add_argument("--latency-json", action="append",
+                   help="LABEL=FILE (or FILE for every REST method): a `python -m hub bench stream` result "
+                        "to use instead of measuring; repeatable")
+    p.add_argument("--latency-seconds", type=float, default=10.0, help="speech streamed per latency measurement")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip tables and plots (build them with `report`)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="rebuild tables and plots from results.csv")
+    p.add_argument("dirs", nargs="+", help="results folders (several are merged, e.g. a benchmark and latency)")
+    p.add_argument("--out", help="where to write (default: the first folder)")
+    p.add_argument("--no-png", action="store_true", help="HTML plots only")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -228,3 +228,35 @@ def test_mini_real_on_a_real_clip(tmp_path, shared_data):
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["status"] == "complete" and meta["benchmark"]["size"] == 128
     assert meta["metrics"]["psnr"]["variant"].startswith("skimage")
+
+
+def test_teacher_and_vae_reconstruction_methods(tmp_path):
+    from tiny_models import tiny_rest_model
+
+    tiny_rest_model(role="teacher").save_pretrained(tmp_path / "teacher")
+    methods = [f"teacher:{tmp_path / 'teacher'}?steps=2", f"vae_recon:{tmp_path / 'teacher'}"]
+    config = RunConfig(benchmark=_bench(), methods=methods, out=tmp_path / "run", metrics=["toy_psnr"], limit=1,
+                       size=SIZE, progress=False, build_report=False)
+    summary = Runner(config, _metrics()).run()
+    assert not summary.failures, summary.failures
+    rows = {(r["method"], r["metric"]): r for r in _read_rows(tmp_path / "run" / "results.csv")}
+    assert rows[("teacher:teacher (steps=2)", "toy_psnr")]["status"] == "ok"
+    assert float(rows[("vae_recon", "toy_psnr")]["value"]) > 0
+
+
+def test_latency_benchmark_reads_bench_stream_json(tmp_path):
+    from tiny_models import tiny_rest_model
+
+    tiny_rest_model().save_pretrained(tmp_path / "ckpt")
+    result = {"first_chunk_ms": 35.5, "algorithmic_latency_ms": 100.0, "end_to_end_ms": None, "chunk_ms_p50": 30.0,
+              "chunk_ms_p95": 41.0, "fps": 60.0, "rtf": 0.7, "rtf_with_mp4": 0.9, "peak_mem_mb": 900.0,
+              "device": "cpu"}
+    (tmp_path / "bench.json").write_text(json.dumps(result))
+    config = RunConfig(benchmark="latency", methods=[f"rest:{tmp_path / 'ckpt'}?name=tiny", "still"],
+                       out=tmp_path / "run", latency_json={"tiny": str(tmp_path / "bench.json")}, progress=False,
+                       build_report=False)
+    Runner(config).run()
+    rows = {(r["method"], r["metric"]): r for r in _read_rows(tmp_path / "run" / "results.csv")}
+    assert float(rows[("tiny", "chunk_ms_p50")]["value"]) == 30.0
+    assert rows[("tiny", "end_to_end_ms")]["status"] == "n/a"  # null in the JSON: never a number
+    assert rows[("still", "latency")]["status"] == "n/a"

@@ -146,6 +146,13 @@ class Table:
         return "–", False
 
 
+def _has_output(method: str, subset: str, rows: list[dict]) -> bool:
+    """False when every output of ``method`` in ``subset`` was n/a (e.g. a baseline folder that has
+    no video for this subset's clips); methods without output rows (latency) are kept."""
+    outputs = [r["status"] for r in rows if r["method"] == method and r["metric"] == "output" and r["subset"] == subset]
+    return not outputs or any(s in ("ok", "failed") for s in outputs)
+
+
 def build_tables(rows: list[dict], methods_meta: dict) -> list[Table]:
     """One :class:`Table` per (benchmark, subset, kind)."""
     tables = []
@@ -184,7 +191,7 @@ def build_tables(rows: list[dict], methods_meta: dict) -> list[Table]:
                         if r["status"] in ("unavailable", "n/a") and r["reason"]:
                             reasons.setdefault(f"{r['family'] or r['metric']} ({r['status']})",
                                                r["reason"].split(". ")[0])
-                shown = [m for m in methods if any((m, c[1]) in cells for c in cols)]
+                shown = [m for m in methods if any((m, c[1]) in cells for c in cols) and _has_output(m, subset, output_rows)]
                 title = bench + (f" / {subset}" if subset else "") + f" — {kind}"
                 tables.append(Table(title, shown, cols, cells, n_clips, reasons,
                                     {m for m in shown if _is_reference(m, methods_meta)}))

@@ -116,3 +116,17 @@ def test_png_export_with_kaleido(tmp_path):
     if "png" in done["notes"]:
         pytest.skip(done["notes"]["png"])
     assert (tmp_path / "plots" / "dist_mini-real_psnr.png").stat().st_size > 1000
+
+
+def test_subset_tables_leave_out_methods_without_outputs_there(tmp_path):
+    rows = [("vasa1", "vasa1", "v1", "output", "", "ok", "", "output"),
+            ("vasa1", "vasa1", "v1", "av_corr", "0.4", "ok", "", "av_landmark_sync"),
+            ("vasa1", "emo", "e1", "output", "", "n/a", "no video for e1", "output"),
+            ("ours", "vasa1", "v1", "output", "", "ok", "", "output"),
+            ("ours", "vasa1", "v1", "av_corr", "0.3", "ok", "", "av_landmark_sync"),
+            ("ours", "emo", "e1", "output", "", "ok", "", "output"),
+            ("ours", "emo", "e1", "av_corr", "0.2", "ok", "", "av_landmark_sync")]
+    _write(tmp_path, rows)
+    tables = {t.title: t for t in build_tables(_rows(tmp_path), {})}
+    assert tables["mini-real / vasa1 — sync"].methods == ["vasa1", "ours"]
+    assert tables["mini-real / emo — sync"].methods == ["ours"]

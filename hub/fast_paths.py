@@ -59,11 +59,13 @@ class FastPaths:
         return "+".join(on) if on else "plain"
 
 
-# Measured on the 2-core CPU and recorded in docs/LATENCY.md: see the module docstring.
+# Measured on the shared 2-core CPU (docs/LATENCY.md): one thread was ~6x faster than two while
+# the other core was busy; the other CPU levers showed no clear gain there and stay off. The GPU
+# preset is plain until a GPU sweep (``bench stream --levers --device cuda``) has measured bf16.
 FAST_PATH_PRESETS: dict[str, FastPaths] = {
     "plain": FastPaths(),
-    "cpu": FastPaths(channels_last=True),
-    "gpu": FastPaths(bf16=True),
+    "cpu": FastPaths(threads=1),
+    "gpu": FastPaths(),
 }
 
 

@@ -21,6 +21,7 @@ below ``(window + 1) x chunk_latent_frames``, the cache's bound), so a 30-minute
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="denoising steps per chunk (default: the checkpoint's)")
     parser.add_argument("--every-seconds", type=float, default=60.0, help="stream seconds between samples (default 60)")
     parser.add_argument("--tolerance-mb", type=float, default=16.0, help="allowed peak-RSS growth (default 16 MiB)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the device's fast-path preset)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", help="result file (default results/latency/long-stream-<name>.json)")
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_rest(preset=args.preset, checkpoint=args.checkpoint, random_init=args.random_init,
                        role="student", device="cpu")
     paths = default_fast_paths(device)
+    if args.threads is not None:
+        paths = dataclasses.replace(paths, threads=args.threads)
     model = apply_fast_paths(loaded.model, paths, device)
     engine = StreamingEngine(model, device=device)
     total = int(round(args.minutes * 60 * SAMPLE_RATE))

@@ -362,22 +362,23 @@ def measure(loaded: LoadedModel, device: torch.device, paths: FastPaths, audio: 
 
 
 def compare_levers(loaded: LoadedModel, device: torch.device, audio: np.ndarray, settings_: EngineSettings,
-                   image: np.ndarray, already_cropped: bool, warmup_seconds: float) -> list[dict[str, Any]]:
-    """One row per fast path: speed and the output's difference from the plain path."""
-    threads = torch.get_num_threads()
-    candidates = [("plain", FastPaths())]
+                   image: np.ndarray, already_cropped: bool, warmup_seconds: float,
+                   threads: int | None = None) -> list[dict[str, Any]]:
+    """One row per fast path: speed and the output's difference from the plain path.
+
+    Every lever runs on top of ``FastPaths(threads=threads)`` (the plain row), one at a time.
+    """
+    saved_threads = torch.get_num_threads()
+    base = FastPaths(threads=threads)
+    levers = ["inference_mode", "channels_last"]
+    levers += ["int8_linear", "compile"] if device.type == "cpu" else ["bf16", "compile"]
+    candidates = [("plain" if threads is None else f"plain threads={threads}", base)]
     if device.type == "cpu":
-        candidates += [(f"threads={n}", FastPaths(threads=n)) for n in (1, 2) if n != threads]
-        candidates += [("inference_mode", FastPaths(inference_mode=True)),
-                       ("channels_last", FastPaths(channels_last=True)),
-                       ("int8_linear", FastPaths(int8_linear=True)),
-                       ("compile", FastPaths(compile=True))]
-    else:
-        candidates += [("inference_mode", FastPaths(inference_mode=True)),
-                       ("channels_last", FastPaths(channels_last=True)),
-                       ("bf16", FastPaths(bf16=True)),
-                       ("compile", FastPaths(compile=True)),
-                       ("bf16+compile", FastPaths(bf16=True, compile=True))]
+        current = threads or saved_threads
+        candidates += [(f"threads={n}", dataclasses.replace(base, threads=n)) for n in (1, 2) if n != current]
+    candidates += [(name, dataclasses.replace(base, **{name: True})) for name in levers]
+    if device.type == "cuda":
+        candidates.append(("bf16+compile", dataclasses.replace(base, bf16=True, compile=True)))
     rows, plain = [], None
     for name, paths in candidates:
         try:
@@ -387,7 +388,7 @@ def compare_levers(loaded: LoadedModel, device: torch.device, audio: np.ndarray,
             rows.append({"lever": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(saved_threads)
         frames = res.pop("_frames").astype(np.int16)
         if plain is None:
             plain = frames
@@ -420,7 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     common = dict(audio_source=source, reference=image_desc, seconds=args.seconds,
                   warmup_seconds=args.warmup_seconds, random_init=bool(args.random_init))
     if args.levers:
-        rows = compare_levers(loaded, device, audio, settings_, image, already_cropped, args.warmup_seconds)
+        rows = compare_levers(loaded, device, audio, settings_, image, already_cropped, args.warmup_seconds,
+                              threads=args.threads)
         return {"levers": rows, "device": device.type, "notes": notes,
                 "metadata": metadata(device, loaded, **common)}
     paths = _fast_paths(args, device)

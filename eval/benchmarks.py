@@ -259,7 +259,7 @@ def _showcase(options: BenchOptions) -> list[BenchItem]:
             entries.append(BenchItem(
                 clip_id=clip_id, subset=system, lookup_names=(clip_id, f"{system}/{sample.name}"),
                 info={"reference": str(ref), "audio": str(audio), "baseline_video": str(sample / "output.mp4")},
-                loader=_showcase_loader(ref, audio)))
+                loader=_showcase_loader(ref, audio, system)))
         per_system.append(entries)
     # interleave the systems so that a small --limit still covers both
     items = []
@@ -268,12 +268,21 @@ def _showcase(options: BenchOptions) -> list[BenchItem]:
     return items
 
 
-def _showcase_loader(ref: Path, audio: Path) -> Callable[[], LoadedItem]:
+def _showcase_loader(ref: Path, audio: Path, system: str) -> Callable[[], LoadedItem]:
     def load() -> LoadedItem:
+        from eval.align import OVERLAYS, remove_overlay
         from hub import media
 
-        return LoadedItem(audio=_whole_frames(media.read_audio(audio)), reference=media.read_image(ref),
-                          reference_is_crop=False, notes={"reference": str(ref), "audio": str(audio)})
+        image = media.read_image(ref)
+        notes = {"reference": str(ref), "audio": str(audio)}
+        if system in OVERLAYS:
+            # The shared ref.jpg files are frames of the baseline's own output and carry its overlay.
+            cleaned, box = remove_overlay(image[None], OVERLAYS[system])
+            image = cleaned[0]
+            notes["reference_overlay"] = (f"{OVERLAYS[system].note} in the reference too (box {box}); the reference "
+                                          f"is a frame of the {system} output, which favours {system} on identity")
+        return LoadedItem(audio=_whole_frames(media.read_audio(audio)), reference=image,
+                          reference_is_crop=False, notes=notes)
     return load
 
 

@@ -95,7 +95,7 @@ class Method:
     """Base class: a named way to make (or fetch) frames for a benchmark clip."""
 
     kind = "method"
-    is_reference = False  # ground truth and autoencoder reconstruction: upper bounds, never "best"
+    is_reference = False  # built-in references (ground truth, still, vae_recon) are never "best"
     params_accepted: tuple[str, ...] = ()
 
     def __init__(self, spec: str, label: str | None = None) -> None:
@@ -132,7 +132,11 @@ class GroundTruthMethod(Method):
 
 
 class StillMethod(Method):
+    """The reference repeated: perfect identity and stability by construction, no motion (a
+    reference row, never "best")."""
+
     kind = "still"
+    is_reference = True
 
     def produce(self, item, size: int, seed: int) -> Produced:
         crop = item.reference_crop(size)

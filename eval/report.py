@@ -5,7 +5,8 @@ family``), ``curves.csv`` and ``metadata.json`` of one or more result folders an
 
 * ``table.md`` and ``table.tex``: one table per benchmark, subset and metric kind; methods x
   metrics, the mean over clips; ↑/↓ after each metric; the best value among the compared methods
-  in bold (reference rows, i.e. ground truth and autoencoder reconstruction, are never bold);
+  in bold (reference rows, i.e. ground truth, the still reference and the autoencoder
+  reconstruction, are in italics and never bold);
   ``(k/N)`` when only k of N clips gave a value; unavailable and not-applicable metrics written
   as such, with their reasons below the table;
 * ``plots/``: plotly HTML and PNG: per-clip distributions of every metric, quality against
@@ -30,7 +31,7 @@ import numpy as np
 from hub.io_utils import atomic_path, atomic_write_text
 
 SPECIAL_CLIPS = ("(all)", "(set)")
-REFERENCE_LABELS = ("ground_truth", "vae_recon")
+REFERENCE_LABELS = ("ground_truth", "still", "vae_recon")
 KIND_ORDER = ("quality", "sync", "identity", "motion", "latency")
 # Directions of the numbers that are not registry metrics (generation stats, bench stream JSON).
 LATENCY_DIRECTIONS = {"fps": True, "gen_fps": True}
@@ -206,7 +207,7 @@ def _arrow(family: str, output: str) -> str:
 def tables_markdown(tables: list[Table]) -> str:
     lines = ["# Results", "",
              "Mean over clips; ↑ higher is better, ↓ lower is better; **bold**: best compared method "
-             "(reference rows in italics are upper bounds and never bold); (k/N): k of N clips gave a value.", ""]
+             "(reference rows in italics: ground truth, still reference, autoencoder reconstruction; never bold); (k/N): k of N clips gave a value.", ""]
     for table in tables:
         best = table.best()
         lines += [f"## {table.title}", ""]

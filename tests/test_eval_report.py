@@ -20,17 +20,17 @@ ROWS = [
     ("ours", "", "a", "av_offset", "1.0", "ok", "", "av_landmark_sync"),
     ("ours", "", "b", "av_corr", "", "failed", "no face", "av_landmark_sync"),
     ("ours", "", "a", "gen_chunk_ms_mean", "40.0", "ok", "", "generation"),
-    ("still", "", "a", "output", "", "ok", "", "output"),
-    ("still", "", "b", "output", "", "ok", "", "output"),
-    ("still", "", "a", "psnr", "20.0", "ok", "", "psnr"),
-    ("still", "", "b", "psnr", "22.0", "ok", "", "psnr"),
-    ("still", "", "a", "av_corr", "0.1", "ok", "", "av_landmark_sync"),
-    ("still", "", "b", "av_corr", "0.2", "ok", "", "av_landmark_sync"),
-    ("still", "", "a", "av_offset", "-3.0", "ok", "", "av_landmark_sync"),
+    ("warp", "", "a", "output", "", "ok", "", "output"),
+    ("warp", "", "b", "output", "", "ok", "", "output"),
+    ("warp", "", "a", "psnr", "20.0", "ok", "", "psnr"),
+    ("warp", "", "b", "psnr", "22.0", "ok", "", "psnr"),
+    ("warp", "", "a", "av_corr", "0.1", "ok", "", "av_landmark_sync"),
+    ("warp", "", "b", "av_corr", "0.2", "ok", "", "av_landmark_sync"),
+    ("warp", "", "a", "av_offset", "-3.0", "ok", "", "av_landmark_sync"),
     ("ground_truth", "", "(all)", "psnr", "", "n/a", "the method is the ground truth", "psnr"),
     ("ground_truth", "", "a", "av_corr", "0.9", "ok", "", "av_landmark_sync"),
     ("ours", "", "(all)", "fid", "", "unavailable", "pt_inception.pth not found. put it into X", "fid"),
-    ("still", "", "(all)", "fid", "", "unavailable", "pt_inception.pth not found. put it into X", "fid"),
+    ("warp", "", "(all)", "fid", "", "unavailable", "pt_inception.pth not found. put it into X", "fid"),
 ]
 
 
@@ -58,11 +58,11 @@ def test_tables_mark_best_directions_counts_and_unavailable(tmp_path):
     md = tables_markdown(tables)
     assert "| method | psnr ↑ | fid ↓ |" in md
     assert "| ours | **31.0** | unavail. |" in md
-    assert "| still | 21.0 | unavail. |" in md
+    assert "| warp | 21.0 | unavail. |" in md
     assert "| *ground_truth* | n/a | – |" in md
     # av_corr: ours has 1 of 2 clips; the ground truth (a reference row) is higher but never bold
     assert "| ours | **0.500 (1/2)** | 1.000 (1/2) |" in md
-    assert "| still | 0.150 | -3.000 (1/2) |" in md
+    assert "| warp | 0.150 | -3.000 (1/2) |" in md
     assert "| *ground_truth* | 0.900 | – |" in md
     assert "av_offset |" in md and "av_offset ↑" not in md  # informational output: no arrow
     assert "- fid (unavailable): pt_inception.pth not found" in md
@@ -71,7 +71,7 @@ def test_tables_mark_best_directions_counts_and_unavailable(tmp_path):
 
 
 def test_best_needs_two_compared_methods_and_respects_direction(tmp_path):
-    rows = [r for r in ROWS if r[0] != "still"]
+    rows = [r for r in ROWS if r[0] != "warp"]
     _write(tmp_path, rows)
     md = tables_markdown(build_tables(_rows(tmp_path), {}))
     assert "**" not in md.split("## mini-real — quality")[1].split("##")[0]  # one method: nothing to compare

@@ -67,7 +67,7 @@ class Produced:
 def resolve_checkpoint(path: str, spec: str) -> Path:
     """A checkpoint folder (relative paths: the working directory, then the repository root)."""
     p = Path(path).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, settings.REPO_ROOT / p]
+    candidates = [p] if p.is_absolute() else list(dict.fromkeys([Path.cwd() / p, settings.REPO_ROOT / p]))
     for c in candidates:
         if (c / "config.json").is_file() and (c / "model.safetensors").is_file():
             return c.resolve()

@@ -358,3 +358,14 @@ def test_bench_writes_result_json(tmp_path, stage_cfg):
     assert len(result["metadata"]["checkpoint_sha256"]) == 64
     with pytest.raises(ValueError, match="not found"):
         bench_main(["--preset", "test", "--checkpoint", str(tmp_path / "missing"), "--out", str(out)])
+
+
+def test_half_precision_checkpoint_loads_as_float32(tmp_path, model):
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    loaded = CausalVideoVAE.from_pretrained(tmp_path / "half")
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert next(model.parameters()).dtype == torch.float32  # the original is untouched
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(b, a.half().float(), atol=0, rtol=0, msg=name)
+    assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * sum(
+        p.numel() * 4 for p in model.parameters())

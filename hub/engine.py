@@ -27,6 +27,7 @@ engine while another reads :meth:`frames` (a thread-safe queue of ready chunks).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import queue
@@ -47,6 +48,8 @@ from hub.pipeline import encode_reference, sample_chunk, video_to_uint8
 # Float audio slightly over 1 (resampling overshoot) is fine; far over it is integer samples in a float
 # array, which would silently give garbage features.
 MAX_FLOAT_AMPLITUDE = 4.0
+# Per-chunk compute times kept for the percentiles in stats() (bounded: streams are unbounded).
+CHUNK_TIMES_KEPT = 2048
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class _StreamState:
     frames_out: int = 0
     chunks_out: int = 0
     flushed: bool = False
-    chunk_ms: list = field(default_factory=list)
+    chunk_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=CHUNK_TIMES_KEPT))
+    compute_ms_total: float = 0.0
     first_push_time: float | None = None
     first_chunk_ms: float | None = None
 
@@ -124,8 +128,12 @@ class _StreamState:
 class StreamingEngine:
     """Streams frames from a reference image and incoming speech with a REST student."""
 
-    def __init__(self, model: RestModel, device: str | torch.device = "cpu", face_analyzer=None) -> None:
+    def __init__(self, model: RestModel, device: str | torch.device = "cpu", face_analyzer=None,
+                 queue_chunks: bool = True) -> None:
+        """``queue_chunks=False``: chunks are only returned by push/flush (nothing is kept for
+        :meth:`frames`), for callers that consume the return values and run long streams."""
         self.model = model.to(device).eval()
+        self.queue_chunks = queue_chunks
         self.device = torch.device(device)
         self.config = model.config
         self._face_analyzer = face_analyzer
@@ -254,9 +262,9 @@ class StreamingEngine:
     def stats(self) -> dict:
         """Latency and throughput of the current stream so far."""
         state = self._require_state()
-        times = np.array(state.chunk_ms) if state.chunk_ms else np.zeros(0)
+        times = np.array(state.chunk_ms) if state.chunk_ms else np.zeros(0)  # the last CHUNK_TIMES_KEPT
         audio_s = state.frames_out / FPS
-        compute_s = float(times.sum()) / 1000.0
+        compute_s = state.compute_ms_total / 1000.0
         return {
             "chunks": state.chunks_out,
             "frames": state.frames_out,
@@ -317,7 +325,8 @@ class StreamingEngine:
             chunk = self._generate_chunk(chunk_tokens, limit_frames)
             if chunk is not None:
                 made.append(chunk)
-                self._ready.put(chunk)
+                if self.queue_chunks:
+                    self._ready.put(chunk)
         state.pending_tokens = [pending] if pending is not None and pending.shape[1] else []
         return made
 
@@ -350,6 +359,7 @@ class StreamingEngine:
         if state.first_chunk_ms is None:
             state.first_chunk_ms = elapsed_ms
         state.chunk_ms.append(elapsed_ms)
+        state.compute_ms_total += elapsed_ms
         n = len(frames)
         if n == 0:
             return None

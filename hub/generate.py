@@ -115,7 +115,7 @@ def generate_stream(model: RestModel, image: np.ndarray, audio: np.ndarray, opti
     """Frames ``uint8 (ceil(N / 640), H, W, 3)`` from the streaming engine, audio pushed in 40 ms pieces."""
     from hub.engine import EngineSettings, StreamingEngine
 
-    engine = StreamingEngine(model, device=device)
+    engine = StreamingEngine(model, device=device, queue_chunks=False)
     engine_settings = EngineSettings(steps=options.steps, guidance=options.guidance, seed=options.seed,
                                      context_chunks=options.window, use_id_sink=options.use_id_sink,
                                      output_size=options.size)

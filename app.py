@@ -40,6 +40,7 @@ DEFAULT_CHECKPOINT = "checkpoints/rest-tiny"
 DEFAULT_RESULTS = "results"
 OUTPUT_SIZES = ("model size", "128", "256", "512")
 DEMO_ASSETS = REPO_ROOT / "demo_assets"
+LIVE_STOP_WAIT_S = 120.0  # how long "stop recording" waits for the live video to be finished
 
 INTRO = """\
 # REST: real-time streaming talking heads
@@ -258,7 +259,11 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
                 registry.get(request.session_hash if request else None).live_feed(rate, data)
 
         def on_mic_stop(request: gr.Request):
-            registry.get(request.session_hash if request else None).live_stop()
+            session = registry.get(request.session_hash if request else None)
+            final = session.live_stop(wait_seconds=LIVE_STOP_WAIT_S)
+            if final is None:
+                return gr.skip(), gr.skip()
+            return format_readout(final.stats, done=True), str(final.final_path)
 
         def on_checkpoint(path: str):
             d = checkpoint_defaults(path)
@@ -283,7 +288,8 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
                             concurrency_limit=None, api_name="live")
         mic.stream(on_mic, [mic], None, stream_every=0.5, time_limit=int(stream_config.live_max_seconds) + 5,
                    concurrency_limit=None, api_name=False, show_progress="hidden")
-        mic.stop_recording(on_mic_stop, None, None, concurrency_limit=None, api_name=False)
+        mic.stop_recording(on_mic_stop, None, [live_readout, live_download], concurrency_limit=None,
+                           api_name=False, show_progress="hidden")
         ckpt.change(on_checkpoint, [ckpt], [steps, guidance, context, notice], api_name=False)
         refresh.click(on_results, None, [results_md, results_plot], api_name=False)
         demo.load(on_results, None, [results_md, results_plot], api_name=False)

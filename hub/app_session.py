@@ -341,6 +341,8 @@ class AppSession:
         self._streams = 0
         self._live: queue.Queue = queue.Queue()
         self._live_buffered = 0
+        self._live_done = threading.Event()  # set when a live stream ends (see live_stop)
+        self._live_result: StreamUpdate | None = None
         self._closed = False
 
     # -- engine ----------------------------------------------------------------------------
@@ -366,8 +368,19 @@ class AppSession:
                     settings=None) -> Iterator[StreamUpdate]:
         """Stream a video from the microphone feed until :meth:`live_stop` (or the time limit)."""
         image = load_portrait(portrait, self.limits)
-        return self.stream(image, self._live_pieces(), checkpoint, settings, wait_seconds=0.0,
-                           max_seconds=self.config.live_max_seconds, on_end=self._live_end)
+        updates = self.stream(image, self._live_pieces(), checkpoint, settings, wait_seconds=0.0,
+                              max_seconds=self.config.live_max_seconds, on_end=self._live_end)
+        return self._record_live(updates)
+
+    def _record_live(self, updates: Iterator[StreamUpdate]) -> Iterator[StreamUpdate]:
+        """Pass updates through; keep the final one for :meth:`live_stop` (set even on errors)."""
+        try:
+            for update in updates:
+                if update.done:
+                    self._live_result = update
+                yield update
+        finally:
+            self._live_done.set()
 
     def stream(self, image: np.ndarray, pieces: Iterable[np.ndarray], checkpoint: str, settings=None, *,
                wait_seconds: float = 0.0, max_seconds: float | None = None,
@@ -526,9 +539,20 @@ class AppSession:
         self._live_buffered += n
         self._live.put((int(rate), np.asarray(data)))
 
-    def live_stop(self) -> None:
-        """End the live feed: the running live stream flushes and finishes its video."""
+    def live_stop(self, wait_seconds: float = 0.0) -> StreamUpdate | None:
+        """End the live feed: the running live stream flushes and finishes its video.
+
+        With ``wait_seconds`` > 0, wait that long for the live stream to end and return its final
+        update (None if it failed or did not end in time). The page uses this to show the
+        download, since Gradio drops the last update of the generator started by start_recording
+        once recording has stopped (seen with gradio 6.31 in Chromium).
+        """
         self._live.put(_END)
+        if wait_seconds <= 0 or not self._live_done.wait(wait_seconds):
+            return None
+        result, self._live_result = self._live_result, None
+        self._live_done.clear()
+        return result
 
     def _live_pieces(self) -> Iterator[np.ndarray]:
         resampler = MicResampler()
@@ -552,6 +576,7 @@ class AppSession:
         """Free the engine and remove the session's files (idempotent)."""
         self._closed = True
         self._live.put(_END)  # unblocks a live stream still waiting for audio
+        self._live_done.set()
         self._engine = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -238,18 +238,24 @@ def test_live_microphone_stream(registry, portrait):
     audio = read_audio(SPEECH)  # (N,) 16 kHz
     at48k = np.interp(np.arange(3 * len(audio)) / 3, np.arange(len(audio)), audio)  # (3N,)
     pieces = (at48k * 32767).astype(np.int16)
-    step = 48_000 // 4  # 0.25 s pieces, like the browser's stream_every
-    for start in range(0, len(pieces), step):
+    step = 48_000 // 10  # 0.1 s pieces, as Chromium delivers them
+    updates = []
+    consumer = threading.Thread(target=lambda: updates.extend(session.stream_live(portrait, "tiny", SETTINGS)))
+    consumer.start()  # the generator started by start_recording
+    for start in range(0, len(pieces), step):  # the microphone's stream handler
         session.live_feed(48_000, pieces[start:start + step])
-    session.live_stop()
-    updates = list(session.stream_live(portrait, "tiny", SETTINGS))
-    assert updates[-1].done
-    n = int(_probe(updates[-1].final_path)["video"]["nb_frames"])
+    final = session.live_stop(wait_seconds=60)  # stop_recording waits for the finished video
+    consumer.join(timeout=60)
+    assert final is updates[-1] and final.done and final.final_path.is_file()
+    n = int(_probe(final.final_path)["video"]["nb_frames"])
     assert abs(n - len(audio) / SAMPLES_PER_FRAME) <= 2  # resampler delay: a few ms at most
-    # the next recording starts from an empty feed
+    # the next recording starts from an empty feed; a failed live stream also releases live_stop
     session.live_stop()
     with pytest.raises(ValueError, match="No speech arrived"):
         list(session.stream_live(portrait, "tiny", SETTINGS))
+    start = time.perf_counter()
+    assert session.live_stop(wait_seconds=5) is None
+    assert time.perf_counter() - start < 1
 
 
 def test_live_stream_stops_at_the_time_limit(model, portrait, tmp_path):

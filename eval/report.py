@@ -37,6 +37,7 @@ KIND_ORDER = ("quality", "sync", "identity", "motion", "latency")
 LATENCY_DIRECTIONS = {"fps": True, "gen_fps": True}
 LATENCY_X = ("chunk_ms_p50", "gen_chunk_ms_mean")  # x axis of quality-vs-latency, first found wins
 CHROMIUM = "/usr/bin/chromium"
+CURVE_LABELS = {"identity": "identity similarity to the reference (dlib)", "sync": "av_corr (landmark sync)"}
 
 
 @dataclass
@@ -326,7 +327,7 @@ def figures(rows: list[dict], curves: list[dict]) -> dict[str, object]:
             ts = sorted(by_t)
             fig.add_trace(go.Scatter(x=ts, y=[float(np.mean(by_t[t])) for t in ts], mode="lines+markers", name=method))
         fig.update_layout(title=f"{bench} {subset}: {curve} over time (mean over streams)", xaxis_title="time (s)",
-                          yaxis_title=curve, template="plotly_white", width=900, height=520)
+                          yaxis_title=CURVE_LABELS.get(curve, curve), template="plotly_white", width=900, height=520)
         figs[f"drift_{_slug(curve)}_{_slug(subset or bench)}"] = fig
     return figs
 

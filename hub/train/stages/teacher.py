@@ -257,10 +257,10 @@ class TeacherStage(Stage):
 
     name: ClassVar[str] = "teacher"
     presets: ClassVar[dict[str, RunConfig]] = {
-        # 2-core CPU budget (~30 min): 6-chunk windows (~1 s of video), batch 8.
+        # 2-core CPU budget (~25 min at ~0.35 s/step): 6-chunk windows (~1 s of video), batch 8.
         "tiny": _run(_tiny_model(), GeneratorDataConfig(),
-                     steps=1500, batch_size=8, lr=4e-4, warmup_steps=100, min_lr_ratio=0.1,
-                     weight_decay=0.01, ema_decay=0.995, num_workers=0, log_every=25, ckpt_every=100,
+                     steps=4000, batch_size=8, lr=4e-4, warmup_steps=100, min_lr_ratio=0.1,
+                     weight_decay=0.01, ema_decay=0.995, num_workers=0, log_every=25, ckpt_every=250,
                      device="cpu", progress_bar=False),
         # One GPU: 512^2 (base VAE), 12-chunk windows.
         "base": _run(GeneratorModelConfig(vae_checkpoint="checkpoints/vae-base", vae_preset="base",

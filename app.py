@@ -160,7 +160,8 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
         notices.append("No example inputs found: set `REST_DATA_DIR` to the shared data folder or run "
                        "`python -m hub.assets fetch`. You can still upload your own portrait and speech.")
 
-    with gr.Blocks(title="REST streaming talking heads") as demo:
+    # delete_cache: Gradio's copies of served files (chunks, downloads) older than 1 h, checked hourly
+    with gr.Blocks(title="REST streaming talking heads", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         notice = gr.Markdown("\n\n".join(f"⚠️ {n}" for n in notices), visible=bool(notices),
                              elem_id="notice")

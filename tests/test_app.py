@@ -7,7 +7,6 @@ speech: demo_assets/espeak_short.wav (espeak-ng, made for the project).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time

@@ -191,7 +191,8 @@ def build_tables(rows: list[dict], methods_meta: dict) -> list[Table]:
                     else:
                         cell.statuses.setdefault(r["status"], r["reason"])
                         if r["status"] in ("unavailable", "n/a") and r["reason"]:
-                            reasons.setdefault(f"{r['family'] or r['metric']} ({r['status']})",
+                            name = r["metric"] if r["family"] in ("latency", "generation", "") else r["family"]
+                            reasons.setdefault(f"{name} ({r['status']})",
                                                r["reason"].split(". ")[0])
                 shown = [m for m in methods if any((m, c[1]) in cells for c in cols) and _has_output(m, subset, output_rows)]
                 title = bench + (f" / {subset}" if subset else "") + f" — {kind}"
@@ -275,6 +276,11 @@ def figures(rows: list[dict], curves: list[dict]) -> dict[str, object]:
         per_clip = [r for r in ok if r["benchmark"] == bench and r["clip"] not in SPECIAL_CLIPS]
         for output in dict.fromkeys(r["metric"] for r in per_clip):
             sel = [r for r in per_clip if r["metric"] == output]
+            counts = defaultdict(int)
+            for r in sel:
+                counts[r["method"]] += 1
+            if max(counts.values()) < 2:
+                continue  # one value per method: the table says it all
             fig = go.Figure()
             for method in dict.fromkeys(r["method"] for r in sel):
                 vals = [float(r["value"]) for r in sel if r["method"] == method]

@@ -237,15 +237,29 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         parent, name, tp = _locate(cfg, key.strip())
         if dataclasses.is_dataclass(getattr(parent, name)):
             raise ValueError(f"config key {key!r} is a section; set one of its fields instead")
-        setattr(parent, name, parse_value(text, tp, key.strip()))
-    return cfg
+        _set_field(parent, name, parse_value(text, tp, key.strip()))
+    return _revalidated(cfg)
 
 
 def merge_dict(cfg: RunConfig, values: dict, prefix: str = "") -> RunConfig:
     """Return a copy of ``cfg`` with a nested dict (from JSON/YAML) merged in, typed and checked."""
     cfg = copy.deepcopy(cfg)
     _merge_into(cfg, values, prefix)
-    return cfg
+    return _revalidated(cfg)
+
+
+def _set_field(parent: Any, name: str, value: Any) -> None:
+    """Set a field on a (deep-copied) config, frozen dataclasses included; see :func:`_revalidated`."""
+    object.__setattr__(parent, name, value)
+
+
+def _revalidated(node: Any) -> Any:
+    """Rebuild every nested dataclass through its constructor, so ``__post_init__`` checks see the
+    overridden values (fields set with :func:`_set_field` bypass them)."""
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+        return node
+    changes = {f.name: _revalidated(getattr(node, f.name)) for f in dataclasses.fields(node) if f.init}
+    return dataclasses.replace(node, **changes)
 
 
 def _merge_into(node: Any, values: dict, prefix: str) -> None:
@@ -258,7 +272,7 @@ def _merge_into(node: Any, values: dict, prefix: str) -> None:
         if dataclasses.is_dataclass(current):
             _merge_into(current, value, dotted + ".")
         else:
-            setattr(parent, field_name, _coerce(value, tp, dotted))
+            _set_field(parent, field_name, _coerce(value, tp, dotted))
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

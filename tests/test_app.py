@@ -243,8 +243,8 @@ def test_live_microphone_stream(registry, portrait):
     consumer.start()  # the generator started by start_recording
     for start in range(0, len(pieces), step):  # the microphone's stream handler
         session.live_feed(48_000, pieces[start:start + step])
-    final = session.live_stop(wait_seconds=60)  # stop_recording waits for the finished video
-    consumer.join(timeout=60)
+    final = session.live_stop(wait_seconds=300)  # stop_recording waits for the finished video
+    consumer.join(timeout=300)
     assert final is updates[-1] and final.done and final.final_path.is_file()
     n = int(_probe(final.final_path)["video"]["nb_frames"])
     assert abs(n - len(audio) / SAMPLES_PER_FRAME) <= 2  # resampler delay: a few ms at most

@@ -23,13 +23,22 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 def save_pretrained(model: torch.nn.Module, config: Any, directory: str | os.PathLike,
-                    kind: str, extra: dict | None = None) -> Path:
-    """Write ``config.json`` (``{"kind": kind, "config": asdict(config), **extra}``) and weights."""
+                    kind: str, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` (``{"kind": kind, "config": asdict(config), **extra}``) and weights.
+
+    ``dtype=torch.float16`` stores floating-point weights in half precision (half the size);
+    :func:`load_state` copies them into the model's own (float32) parameters.
+    """
     from safetensors.torch import save_file
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[name] = tensor.contiguous()
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp))
     payload = {"kind": kind, "config": dataclasses.asdict(config), **(extra or {})}

@@ -119,9 +119,11 @@ class RestModel(nn.Module):
         load_state(directory, model)
         return model.to(map_location).eval()
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write the checkpoint folder; ``extra`` (e.g. training provenance) goes into config.json."""
-        return save_pretrained(self, self.config, directory, kind="rest", extra=extra)
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write the checkpoint folder; ``extra`` (e.g. training provenance) goes into config.json;
+        ``dtype=torch.float16`` halves the file (the shipped checkpoints are stored so)."""
+        return save_pretrained(self, self.config, directory, kind="rest", extra=extra, dtype=dtype)
 
     @property
     def device(self) -> torch.device:

@@ -188,7 +188,7 @@ def rollout_losses(model: StudentTrainModel, batch: dict[str, torch.Tensor], cfg
             dit.write_chunk(cache, chunk, torch.zeros(B, 1, device=x_gt.device), audio_k.detach())
         cache.detach_()
     per_chunk = torch.stack(losses, dim=1)  # (B, n)
-    logs = {"loss/first_chunk": float(per_chunk[:, 0].mean()), "loss/last_chunk": float(per_chunk[:, -1].mean())}
+    logs = {"loss/first_chunk": per_chunk[:, 0].mean().item(), "loss/last_chunk": per_chunk[:, -1].mean().item()}
     return per_chunk.mean(), logs
 
 
@@ -245,7 +245,7 @@ class StudentStage(Stage):
         return {"main": [p for p in model.student.parameters() if p.requires_grad]}
 
     def export(self, model: nn.Module, cfg: RunConfig, out_dir: str | os.PathLike) -> None:
-        model.student.save_pretrained(out_dir, extra={"trained": {
+        model.student.save_pretrained(out_dir, dtype=torch.float16, extra={"trained": {
             "stage": self.name, "steps": cfg.train.steps, "context": cfg.model.context,
             "teacher_checkpoint": cfg.model.teacher_checkpoint, "student_steps": cfg.model.student_steps,
             "teacher_steps": cfg.model.teacher_steps, "prepared_dir": cfg.data.prepared_dir,

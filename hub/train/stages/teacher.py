@@ -317,7 +317,7 @@ class TeacherStage(Stage):
         return out
 
     def export(self, model: nn.Module, cfg: RunConfig, out_dir: str | os.PathLike) -> None:
-        model.rest.save_pretrained(out_dir, extra={"trained": {
+        model.rest.save_pretrained(out_dir, dtype=torch.float16, extra={"trained": {
             "stage": self.name, "steps": cfg.train.steps, "prepared_dir": cfg.data.prepared_dir,
             "splits": list(cfg.data.splits), "schedule": cfg.model.schedule,
             "vae_checkpoint": cfg.model.vae_checkpoint}})

@@ -122,9 +122,16 @@ def test_changed_method_fingerprint_regenerates(tmp_path):
     config = RunConfig(benchmark=_bench(), methods=[NoisyMethod()], out=tmp_path, metrics=["mean_level"],
                        size=SIZE, progress=False, build_report=False)
     Runner(config, _metrics()).run()
-    renamed = NoisyMethod("noisy")
-    renamed.kind = "noisy-v2"  # a different fingerprint under the same label
-    config.methods = [renamed]
+
+    class Brighter(NoisyMethod):  # a different fingerprint under the same label, and different frames
+        kind = "noisy-v2"
+
+        def produce(self, item, size, seed):
+            produced = super().produce(item, size, seed)
+            produced.frames = np.clip(produced.frames.astype(int) + 10, 0, 255).astype(np.uint8)
+            return produced
+
+    config.methods = [Brighter("noisy")]
     summary = Runner(config, _metrics()).run()
     assert summary.generated == 3 and summary.metrics_computed == 3
 

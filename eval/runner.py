@@ -276,7 +276,9 @@ class Runner:
                     info.check_inputs(sample)
                     raw = info.fn(sample)
                     values = {info.name: raw} if not isinstance(raw, dict) else dict(raw)
-                    bad = [k for k, v in values.items() if v is None or not np.isfinite(float(v))]
+                    # An informational output (e.g. an offset) may be undefined (NaN): n/a, not a failure.
+                    bad = [k for k, v in values.items() if v is None
+                           or (not np.isfinite(float(v)) and info.direction(k) is not None)]
                     if bad:
                         raise ValueError(f"{info.name} gave non-finite values for {bad}")
                     values = {k: float(v) for k, v in values.items()}
@@ -289,7 +291,11 @@ class Runner:
                 write_json(paths["metrics"], cache)
                 self.counts["metrics_computed"] += 1
             for output, value in values.items():
-                self._row(method, item.subset, item.clip_id, output, value, OK, "", info.name)
+                if np.isfinite(value):
+                    self._row(method, item.subset, item.clip_id, output, value, OK, "", info.name)
+                else:
+                    self._row(method, item.subset, item.clip_id, output, None, NA, "undefined for this clip",
+                              info.name)
         for key, value in (sidecar.get("stats") or {}).items():
             if value is not None:
                 self._row(method, item.subset, item.clip_id, key, value, OK, "", "generation")

@@ -127,3 +127,11 @@ def test_csim_pipeline_with_duck_typed_embedder(may_clip):
     sample = EvalSample(frames=frames[:10], reference=frames[0].copy())
     scores = compute_metric("csim", sample, model=MeanColour())
     assert scores["csim_face_frames"] == 1.0 and 0.99 < scores["csim"] <= 1.0 + 1e-12
+
+
+def test_motionless_mouth_has_no_offset():
+    from eval.metrics.landmarks import av_sync_from_signals
+
+    energy = np.random.default_rng(0).standard_normal(200)
+    out = av_sync_from_signals(np.ones(200), energy)
+    assert out["av_corr"] == 0.0 and out["av_conf"] == 0.0 and np.isnan(out["av_offset"])

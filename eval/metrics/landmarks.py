@@ -167,6 +167,8 @@ def av_sync_from_signals(mouth: np.ndarray, energy: np.ndarray, max_offset: int 
     """Peak correlation, its offset and peak minus median of the lagged correlation."""
     corr = lagged_correlation(_detrend(nan_interpolate(mouth), detrend_frames),
                               _detrend(energy, detrend_frames), max_offset)
+    if np.ptp(corr) == 0:  # a motionless mouth (e.g. a still image): no peak, no offset
+        return {"av_corr": float(corr[0]), "av_offset": float("nan"), "av_conf": 0.0}
     peak = int(np.argmax(corr))
     return {"av_corr": float(corr[peak]), "av_offset": float(peak - max_offset),
             "av_conf": float(corr[peak] - np.median(corr))}

@@ -7,6 +7,8 @@ Subcommands:
                                  run a benchmark (resumable; see eval/runner.py and docs/EVAL.md)
   report DIR [DIR ...] [--out OUT]
                                  rebuild table.md, table.tex and plots/ from results.csv
+  contact-sheet DIR --clip ID [--frames N] [--out FILE.png]
+                                 frames of every method's cached output for one clip
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_contact_sheet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.contact_sheet import write_contact_sheet
+
+    out = Path(args.out or Path(args.dir) / f"contact_sheet_{args.clip}.png")
+    print(f"wrote {write_contact_sheet(args.dir, args.clip, out, args.frames)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; other subcommands register themselves here as ``sub.add_parser``."""
     parser = argparse.ArgumentParser(prog="python -m eval", description="REST evaluation hub")
@@ -121,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write (default: the first folder)")
     p.add_argument("--no-png", action="store_true", help="HTML plots only")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("contact-sheet", help="frames of every method's output for one clip, as a PNG")
+    p.add_argument("dir", help="a results folder with cached outputs")
+    p.add_argument("--clip", required=True, help="clip id, e.g. hdtf_aoc_wda")
+    p.add_argument("--frames", type=int, default=8, help="frames per method (evenly spaced)")
+    p.add_argument("--out", help="PNG path (default DIR/contact_sheet_<clip>.png)")
+    p.set_defaults(func=_cmd_contact_sheet)
     return parser
 
 

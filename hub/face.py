@@ -67,16 +67,8 @@ def find_weights(file_name: str) -> Path:
 
     Raises ``ValueError`` listing the folders searched when it is not found.
     """
-    dirs = settings.weights_dirs()
-    for folder in dirs:
-        candidate = folder / file_name
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(d) for d in dirs)
-    raise ValueError(
-        f"weight file {file_name} not found (searched: {searched}); set REST_DATA_DIR to the "
-        "shared data folder or REST_WEIGHTS_DIR to a folder that holds it"
-    )
+    return settings.find_weight_file(
+        file_name, "set REST_DATA_DIR to the shared data folder or REST_WEIGHTS_DIR to a folder that holds it")
 
 
 @dataclass

@@ -53,6 +53,20 @@ def weights_dirs() -> list[Path]:
     return dirs
 
 
+def find_weight_file(file_name: str, how_to_get: str) -> Path:
+    """Path of a weight file searched by name in :func:`weights_dirs`, in order.
+
+    Raises a ``ValueError`` naming the folders searched and ``how_to_get`` when it is not found.
+    """
+    dirs = weights_dirs()
+    for folder in dirs:
+        candidate = folder / file_name
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(d) for d in dirs)
+    raise ValueError(f"weight file {file_name} not found (searched: {searched}); {how_to_get}")
+
+
 @dataclass(frozen=True)
 class InputLimits:
     """Limits on user inputs (uploads, CLI inputs). Exceeding one is a ValueError, never a crop."""

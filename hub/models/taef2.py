@@ -92,14 +92,8 @@ def build_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
 
 def find_weights(name: str) -> Path:
     """Path of a TAEF2 weight file in ``hub.settings.weights_dirs()``; ValueError if absent."""
-    searched = settings.weights_dirs()
-    for folder in searched:
-        path = folder / name
-        if path.is_file():
-            return path
-    raise ValueError(f"{name} not found in {', '.join(str(d) for d in searched)}; get it from "
-                     f"https://github.com/madebyollin/taesd (MIT) and put it in one of those folders "
-                     "or set REST_WEIGHTS_DIR")
+    return settings.find_weight_file(name, "get it from https://github.com/madebyollin/taesd (MIT) and put it "
+                                           "in one of those folders or set REST_WEIGHTS_DIR")
 
 
 def _load(module: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+try:
+    import av
+except ImportError:  # images (PIL) still work; every audio/video decoder and writer says so
+    av = None
 
 from hub import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from hub.io_utils import atomic_path
@@ -98,7 +102,14 @@ def _check_file(path: str | os.PathLike, limits: InputLimits) -> Path:
     return p
 
 
+def _require_av() -> None:
+    if av is None:
+        raise ValueError("audio and video need PyAV, which is not installed here: pip install 'av<19' "
+                         "(or install requirements.txt)")
+
+
 def _open(p: Path) -> av.container.InputContainer:
+    _require_av()
     try:
         return av.open(str(p), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as exc:
@@ -632,6 +643,7 @@ class VideoWriter:
         frames = _even_pad(_check_frames(frames))
         if self._container is None:
             self._size = frames.shape[1:3]
+            _require_av()
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
             self._vstream = _add_video_stream(self._container, self._size[1], self._size[0],
                                               self.fps, self.crf, self.preset)
@@ -790,6 +802,7 @@ class ChunkWriter:
             )
         path = self.out_dir / f"{self.prefix}_{len(self.chunk_paths):05d}.mp4"
         with atomic_path(path, suffix=".mp4") as tmp:
+            _require_av()
             with av.open(str(tmp), mode="w", format="mp4") as container:
                 vstream = _add_video_stream(container, size[1], size[0], self.fps, self.crf,
                                             self.preset, low_latency=True)
@@ -855,6 +868,7 @@ class ChunkWriter:
         if self._full is None:
             ctx = atomic_path(self.full_path, suffix=".mp4")
             tmp = ctx.__enter__()
+            _require_av()
             container = av.open(str(tmp), mode="w", format="mp4")
             vstream = _add_video_stream(container, frames.shape[2], frames.shape[1], self.fps,
                                         self.crf, self.preset)

@@ -159,3 +159,17 @@ def test_long_stream_is_flat_and_bounded(tmp_path):
     assert result["max_position_index"] == result["position_bound"] - 1  # the window is full by then
     assert result["samples"][-1]["cache_chunk_index"] > result["position_bound"]  # more chunks than positions
     assert result["memory_flat"] is not None and result["rtf"] > 0
+
+
+def test_speech_from_a_npy_array_is_looped_and_checked(tmp_path):
+    from hub.bench.common import speech_audio
+
+    base = np.linspace(-0.5, 0.5, 16000, dtype=np.float32)
+    np.save(tmp_path / "s.npy", base)
+    audio, source = speech_audio(2.5, str(tmp_path / "s.npy"))
+    assert audio.shape == (40000,) and np.array_equal(audio[16000:32000], base) and "s.npy" in source
+    np.save(tmp_path / "bad.npy", base.astype(np.float64))
+    with pytest.raises(ValueError, match="float32"):
+        speech_audio(1.0, str(tmp_path / "bad.npy"))
+    with pytest.raises(ValueError, match="no such file"):
+        speech_audio(1.0, str(tmp_path / "missing.npy"))

@@ -139,3 +139,55 @@ def test_synthetic_av_mouth_follows_amplitude():
     amp = item["audio"].view(12, SAMPLES_PER_FRAME).abs().amax(dim=1)[3:]  # (T,) loudness per frame
     dark = (item["video"].mean(dim=0) < -0.8).flatten(1).sum(dim=1).float()  # (T,) mouth pixels per frame
     assert torch.corrcoef(torch.stack([amp, dark]))[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "opencv"])
+def test_decoded_cache_matches_the_sources_and_is_used(prepared, tmp_path, decoder):
+    import shutil
+
+    from hub.data.__main__ import main as data_main
+    from hub.data.decoded import read_clip_audio, read_clip_frames
+    from hub.media import read_audio, read_video
+
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    assert data_main(["decode", "--root", str(root), "--splits", "train", "--decoder", decoder]) == 0
+    index = ClipIndex.load(root, "train")
+    for record in index:
+        frames = np.load(root / "decoded" / f"{record.id}.frames.npy")
+        reference = read_video(record.path, with_audio=False).frames[: record.frames]
+        assert frames.shape == reference.shape and frames.dtype == np.uint8
+        assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 3  # decoders' YUV->RGB
+        audio = np.load(root / "decoded" / f"{record.id}.audio.npy")
+        np.testing.assert_allclose(audio, read_audio(record.audio_path), atol=1e-4)
+    # A second run finds everything current; the readers use the cache.
+    assert data_main(["decode", "--root", str(root), "--splits", "train", "--decoder", decoder]) == 0
+    record = next(iter(index))
+    marker = np.full((record.frames, SIZE, SIZE, 3), 7, np.uint8)
+    np.save(root / "decoded" / f"{record.id}.frames.npy", marker)
+    assert (read_clip_frames(record.path) == 7).all()
+    assert read_clip_audio(record.audio_path).dtype == np.float32
+
+
+def test_decoded_cache_is_ignored_when_the_source_changed(prepared, tmp_path):
+    import shutil
+
+    from hub.data.decoded import decode_prepared, read_clip_frames
+
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    decode_prepared(root, ("train",))
+    record = next(iter(ClipIndex.load(root, "train")))
+    np.save(root / "decoded" / f"{record.id}.frames.npy", np.zeros((record.frames, SIZE, SIZE, 3), np.uint8))
+    with open(record.path, "ab") as handle:  # the source grew: the cached array is stale
+        handle.write(b"\0")
+    assert read_clip_frames(record.path).max() > 0
+
+
+def test_decode_refuses_val_and_unknown_decoder(prepared):
+    from hub.data.decoded import decode_prepared
+
+    with pytest.raises(ValueError, match="val"):
+        decode_prepared(prepared, ("val",))
+    with pytest.raises(ValueError, match="accepted: pyav, opencv"):
+        decode_prepared(prepared, ("train",), decoder="ffmpeg")

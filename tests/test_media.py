@@ -322,3 +322,20 @@ def test_chunk_writer_rejects_mismatched_audio(tmp_path):
         writer.write(smooth_frames(5), None)
     assert writer.close() is None
     assert [p.name for p in writer.chunk_paths] == ["chunk_00000.mp4"]
+
+
+def test_without_pyav_images_work_and_audio_video_say_what_is_missing(tmp_path, monkeypatch):
+    import hub.media as media
+    from PIL import Image
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF" + b"\0" * 64)
+    monkeypatch.setattr(media, "av", None)
+    assert media.read_image(tmp_path / "a.png").shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="PyAV"):
+        media._open(wav)
+    with pytest.raises(ValueError, match="PyAV"):
+        media.write_video(tmp_path / "out.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    assert not (tmp_path / "out.mp4").exists()

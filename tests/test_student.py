@@ -89,3 +89,50 @@ def test_train_and_export(prepared, tmp_path):
     model = RestModel.from_pretrained(out / "export")
     assert model.config.role == "student"
     assert model.config.sampling.steps == 2
+
+
+def _noisy_teacher_model(stage, cfg):
+    torch.manual_seed(0)
+    model = stage.build_model(cfg)
+    with torch.no_grad():
+        for p in model.teacher.dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_self_rollout_prob_zero_is_teacher_forcing(prepared):
+    stage = StudentStage()
+    cfg = _cfg(prepared, self_rollout_prob=0.0)
+    model = _noisy_teacher_model(stage, cfg)
+    batch = _batch(stage, cfg)
+    torch.manual_seed(5)
+    loss_p0, logs = rollout_losses(model, batch, cfg)
+    assert logs["rollout/self"] == 0.0
+    torch.manual_seed(5)
+    loss_gt, _ = rollout_losses(model, batch, _cfg(prepared, context="ground_truth"))
+    torch.manual_seed(5)
+    loss_p1, logs1 = rollout_losses(model, batch, _cfg(prepared))
+    assert logs1["rollout/self"] == 1.0
+    assert torch.equal(loss_p0, loss_gt) and not torch.isclose(loss_p0, loss_p1)
+
+
+def test_teacher_context_noise_changes_only_later_chunks(prepared):
+    stage = StudentStage()
+    cfg = _cfg(prepared)
+    model = _noisy_teacher_model(stage, cfg)
+    batch = _batch(stage, cfg)
+    torch.manual_seed(5)
+    _, clean = rollout_losses(model, batch, cfg)
+    torch.manual_seed(5)
+    _, noisy = rollout_losses(model, batch, _cfg(prepared, teacher_context_t=0.5))
+    assert clean["loss/first_chunk"] == noisy["loss/first_chunk"]  # no past: same target
+    assert clean["loss/last_chunk"] != noisy["loss/last_chunk"]
+
+
+@pytest.mark.parametrize("field,value", [("self_rollout_prob", 1.5), ("teacher_context_t", 1.0),
+                                         ("teacher_context_t", -0.1)])
+def test_student_config_rejects_out_of_range(field, value):
+    from hub.train.stages.student import StudentModelConfig
+
+    with pytest.raises(ValueError, match=field):
+        StudentModelConfig(**{field: value})

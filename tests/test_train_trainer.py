@@ -129,3 +129,24 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(52, 4, 100, "cosine", 0.1) == pytest.approx(0.55)
     assert lr_factor(100, 4, 100, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(80, 4, 100, "constant", 0.1) == 1.0
+
+
+def test_time_limit_lowers_total_steps_and_still_exports(tmp_path):
+    # A tiny limit: after 20 measured steps the schedule is refitted to end (almost) at once.
+    stage, cfg = toy_cfg("train.steps=500", "train.time_limit_min=0.0001", "data.num_samples=20",
+                         "train.ckpt_every=1000")
+    trainer = Trainer(stage, cfg, tmp_path / "run")
+    result = trainer.fit()
+    assert 20 <= result.step < 500 and not result.stopped_early
+    assert trainer.total_steps == result.step
+    assert result.export_dir is not None and (result.export_dir / "config.json").exists()
+    # The LR schedule is laid over the lowered total: it reaches its floor at the new last step.
+    factor = trainer.schedulers["main"].lr_lambdas[0]
+    assert factor(trainer.total_steps) == pytest.approx(cfg.train.min_lr_ratio)
+    assert factor(trainer.total_steps // 2) > cfg.train.min_lr_ratio + 0.1
+
+
+def test_no_time_limit_keeps_the_configured_steps(tmp_path):
+    stage, cfg = toy_cfg("train.steps=25", "data.num_samples=20")
+    trainer = Trainer(stage, cfg, tmp_path / "run")
+    assert trainer.fit().step == 25 and trainer.total_steps == 25

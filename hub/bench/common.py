@@ -204,17 +204,35 @@ def espeak_speech(text: str = ESPEAK_TEXT) -> np.ndarray:
         return read_audio(wav)
 
 
-def speech_audio(seconds: float) -> tuple[np.ndarray, str]:
-    """``seconds`` of real speech: the shared speech files concatenated (looped when needed), or
+def speech_audio(seconds: float, speech: str | None = None) -> tuple[np.ndarray, str]:
+    """``seconds`` of real speech: ``speech`` (an audio file, or a ``.npy`` float32 (N,) 16 kHz
+    array, looped), else the shared speech files concatenated (looped when needed), else
     espeak-ng speech when there is no shared data. Returns ``(float32 (N,), description)``."""
-    from hub.media import read_audio
-
     if seconds <= 0:
         raise ValueError(f"--seconds {seconds}: must be > 0")
     want = int(round(seconds * SAMPLE_RATE))
     files = shared_speech_files()
     pieces, have, used = [], 0, 0
-    if files:
+    if speech is not None:
+        path = Path(speech)
+        if not path.is_file():
+            raise ValueError(f"--speech {speech}: no such file")
+        if path.suffix.lower() == ".npy":
+            base = np.load(path, allow_pickle=False)
+            if base.ndim != 1 or base.dtype != np.float32 or base.size == 0:
+                raise ValueError(f"--speech {path.name}: expected a float32 (N,) 16 kHz array, got "
+                                 f"{base.dtype} {base.shape}")
+        else:
+            from hub.media import read_audio
+
+            base = read_audio(path)
+        source = f"{path.name} (looped)"
+        while have < want:
+            pieces.append(base)
+            have += len(base)
+    elif files:
+        from hub.media import read_audio
+
         source = f"shared speech ({len(files)} files, concatenated in name order, looped)"
         while have < want:
             path = files[used % len(files)]

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="fast-path preset (default: cpu or gpu by device; see hub.fast_paths)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (overrides the preset's)")
     parser.add_argument("--no-mp4", action="store_true", help="skip the mp4 chunk encoding")
+    parser.add_argument("--speech", help="speech to stream: an audio file or a float32 16 kHz .npy "
+                                          "(default: the shared speech files)")
     parser.add_argument("--image", help="reference portrait (default: a shared portrait; synthetic without data)")
     parser.add_argument("--levers", action="store_true",
                         help="compare every fast path against the plain path (speed and output difference)")
@@ -411,7 +413,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_rest(preset=args.preset, checkpoint=args.checkpoint, random_init=args.random_init,
                        role="student", device="cpu")
     settings_ = _engine_settings(args)
-    audio, source = speech_audio(args.seconds)
+    audio, source = speech_audio(args.seconds, args.speech)
     image, already_cropped, image_desc = reference_image(args.image, loaded.model.config.image_size)
     notes = []
     if args.random_init:

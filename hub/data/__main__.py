@@ -1,6 +1,7 @@
 """Command line for data preparation.
 
     python -m hub.data prepare --src SRC --out DIR --size N [--split S] [--workers W]
+    python -m hub.data decode --root DIR [--splits train,motion] [--decoder pyav|opencv]
 
 SRC is a folder of raw talking-face videos (ids and identities from the file names, split from
 --split) or a manifest.csv (its split and identity columns; only kind=clip rows).
@@ -32,11 +33,32 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     prep.add_argument("--limit", type=int, default=None, help="prepare at most this many clips")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    dec = sub.add_parser("decode", help="cache decoded frames and audio of a prepared folder (hub.data.decoded)")
+    dec.add_argument("--root", required=True, help="a prepared folder (holds index.csv)")
+    dec.add_argument("--splits", default="train,motion", help="comma-separated splits (default train,motion; add val for evaluation)")
+    dec.add_argument("--decoder", default="pyav", choices=["pyav", "opencv"],
+                     help="pyav (default) or opencv (machines without PyAV)")
     return parser
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from hub.data.decoded import decode_prepared
+
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    try:
+        # Decoding is not training: val may be decoded (for evaluation), the datasets still refuse it.
+        counts = decode_prepared(args.root, splits, decoder=args.decoder, allow_val="val" in splits)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{counts['written']} arrays written, {counts['current']} already current -> {args.root}/decoded")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "decode":
+        return _decode(args)
     from hub.data.prepare import PrepareConfig, list_sources, prepare
 
     try:

@@ -166,19 +166,19 @@ class _ClipCache:
 
 
 def _read_frames(record: ClipRecord) -> np.ndarray:
-    from hub.media import read_video
+    from hub.data.decoded import read_clip_frames
 
-    frames = read_video(record.path, with_audio=False).frames  # (T, H, W, 3)
+    frames = read_clip_frames(record.path)  # (T, H, W, 3)
     if frames.shape[0] < record.frames:
         raise ValueError(f"{record.path}: decoded {frames.shape[0]} frames, index.csv says {record.frames}")
     return frames[: record.frames]
 
 
 def _read_audio(record: ClipRecord) -> np.ndarray:
-    from hub.media import read_audio
+    from hub.data.decoded import read_clip_audio
 
     assert record.audio_path is not None
-    return read_audio(record.audio_path).astype(np.float32)  # (N,) 16 kHz
+    return read_clip_audio(record.audio_path)  # (N,) float32 16 kHz
 
 
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -58,6 +58,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress_bar: bool = True
     export_at_end: bool = True
+    time_limit_min: float = 0.0  # > 0: after 20 steps, lower `steps` so the run ends in this time
 
 
 @dataclass

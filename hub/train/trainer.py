@@ -49,6 +49,10 @@ CKPT_FORMAT = 1
 # Small pieces: LR schedule, EMA, RNG state, sampler
 
 
+_TIME_FIT_AFTER = 20  # steps run before the step time is measured (the last half of them is timed)
+_TIME_FIT_MARGIN = 0.93  # share of the remaining time given to steps (the rest: checkpoints, eval, export)
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float) -> float:
     """Multiplier of the base LR at 0-based optimizer ``step``: linear warmup, then cosine or flat."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -359,6 +363,7 @@ class Trainer:
                                      "shared with another group, frozen, or not part of the model")
                 seen.add(id(p))
         self.groups = groups
+        self.total_steps = tc.steps  # lowered by train.time_limit_min once the step time is measured
         self.options = {g: options.get(g, GroupOptions()) for g in groups}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
@@ -375,7 +380,7 @@ class Trainer:
             schedule = tc.lr_schedule if opt.schedule is None else opt.schedule
 
             def factor(step: int, warmup: int = warmup, schedule: str = schedule) -> float:
-                return lr_factor(step, warmup, tc.steps, schedule, tc.min_lr_ratio)
+                return lr_factor(step, warmup, self.total_steps, schedule, tc.min_lr_ratio)
 
             self.optimizers[group] = optimizer
             self.schedulers[group] = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -478,7 +483,7 @@ class Trainer:
         if info.is_main and tc.progress_bar:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True, smoothing=0.1)
+            progress = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True, smoothing=0.1)
 
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
@@ -486,8 +491,9 @@ class Trainer:
         t_window, data_time, window_steps = time.perf_counter(), 0.0, 0
         last_metrics: dict[str, float] = {}
         stopped_early = False
+        fit_at = step + _TIME_FIT_AFTER if tc.time_limit_min > 0 else -1
         try:
-            while step < tc.steps:
+            while step < self.total_steps:
                 active = [g for g in self.groups if self.options[g].active(step)]
                 for g in active:
                     self.optimizers[g].zero_grad(set_to_none=True)
@@ -527,7 +533,12 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
 
-                if step % tc.log_every == 0 or step == tc.steps:
+                if step == fit_at - _TIME_FIT_AFTER // 2:
+                    t_fit = time.perf_counter()  # the first steps (warm-up, compilation) are not timed
+                if step == fit_at:
+                    self._fit_to_time_limit(step, (time.perf_counter() - t_fit) / (_TIME_FIT_AFTER // 2),
+                                            time.perf_counter() - t_start, progress)
+                if step % tc.log_every == 0 or step == self.total_steps:
                     last_metrics = self._reduce_log(sums, counts, step)
                     dt = time.perf_counter() - t_window
                     samples = window_steps * tc.grad_accum * tc.batch_size * info.world_size
@@ -542,14 +553,14 @@ class Trainer:
                                              lr=f"{last_metrics[f'lr/{MAIN_GROUP}']:.2e}")
                     sums, counts = {}, {}
                     t_window, data_time, window_steps = time.perf_counter(), 0.0, 0
-                if step % tc.ckpt_every == 0 or step == tc.steps:
+                if step % tc.ckpt_every == 0 or step == self.total_steps:
                     self._save(model, step, position, info)
-                if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+                if tc.eval_every and step % tc.eval_every == 0 and step < self.total_steps:
                     metrics_log.log(step, self._evaluate(model, info), time.perf_counter() - t_start)
                 if self.on_step is not None:
                     self.on_step(step)
                 check_stop = info.world_size == 1 or step % 10 == 0
-                if check_stop and step < tc.steps and dist_utils.any_rank(self._stop_signal is not None, device):
+                if check_stop and step < self.total_steps and dist_utils.any_rank(self._stop_signal is not None, device):
                     if step % tc.ckpt_every != 0:
                         self._save(model, step, position, info)
                     stopped_early = True
@@ -574,6 +585,25 @@ class Trainer:
         return TrainResult(run_dir=self.run_dir, step=step, stopped_early=stopped_early,
                            stop_signal=self._stop_signal if stopped_early else None, export_dir=export_dir,
                            metrics=last_metrics)
+
+    def _fit_to_time_limit(self, step: int, step_s: float, elapsed_s: float, progress: Any) -> None:
+        """Lower the run's total steps so that it ends inside ``train.time_limit_min``.
+
+        The LR schedule (warmup + cosine) is then laid over the lowered total, so a run cut by time
+        still decays its learning rate properly instead of stopping at a high LR.  Every rank
+        agrees on the measured step time (max over ranks).
+        """
+        tc = self.cfg.train
+        step_s = max(float(v) for v in dist_utils.gather_objects(step_s))
+        remaining_s = tc.time_limit_min * 60.0 - elapsed_s
+        fitted = step + max(0, int(remaining_s * _TIME_FIT_MARGIN / max(step_s, 1e-9)))
+        if fitted < self.total_steps:
+            logger.info("time limit %.1f min: %.3f s/step measured, total steps lowered from %d to %d",
+                        tc.time_limit_min, step_s, self.total_steps, fitted)
+            self.total_steps = fitted
+            if progress is not None:
+                progress.total = fitted
+                progress.refresh()
 
     def _reduce_log(self, sums: dict[str, torch.Tensor], counts: dict[str, int], step: int) -> dict[str, float]:
         if not sums:

@@ -127,7 +127,7 @@ def rest_config(model_cfg: GeneratorModelConfig, vae: CausalVideoVAE, role: str)
 def build_corpus(data: GeneratorDataConfig, feature_preset: str, vae: CausalVideoVAE,
                  splits: tuple[str, ...]) -> list[ClipLatents]:
     """Encode (or load from the cache next to the prepared clips) every clip of ``splits``."""
-    from hub.media import read_audio, read_video
+    from hub.data.decoded import read_clip_audio, read_clip_frames
 
     prepared = resolve_path(data.prepared_dir)
     if "val" in splits and any(s != "val" for s in splits):
@@ -142,13 +142,13 @@ def build_corpus(data: GeneratorDataConfig, feature_preset: str, vae: CausalVide
     vae = vae.eval()
     corpus = []
     for record in sorted(records, key=lambda r: r.id):
-        clip = read_video(record.path, with_audio=False)
-        audio = read_audio(record.audio_path)
-        if clip.frames.shape[1] != vae.config.image_size:
-            raise ValueError(f"{record.path}: frames are {clip.frames.shape[1]} px, the VAE takes "
+        frames = read_clip_frames(record.path)[: record.frames]  # (T, S, S, 3)
+        audio = read_clip_audio(record.audio_path)  # (N,) float32 16 kHz
+        if frames.shape[1] != vae.config.image_size:
+            raise ValueError(f"{record.path}: frames are {frames.shape[1]} px, the VAE takes "
                              f"{vae.config.image_size} px; use a folder prepared at that size")
         seed = int.from_bytes(record.id.encode()[:8].ljust(8, b"\0"), "little") % (2**32)
-        latents, refs, features = encode_clip(vae, clip.frames, audio, feature_cfg, data.refs_per_clip, seed)
+        latents, refs, features = encode_clip(vae, frames, audio, feature_cfg, data.refs_per_clip, seed)
         corpus.append(ClipLatents(record.id, latents, refs, features))
     save_corpus(corpus, cache)
     return corpus
@@ -262,6 +262,11 @@ class TeacherStage(Stage):
                      steps=4000, batch_size=8, lr=4e-4, warmup_steps=100, min_lr_ratio=0.1,
                      weight_decay=0.01, ema_decay=0.995, num_workers=0, log_every=25, ckpt_every=250,
                      device="cpu", progress_bar=False),
+        # One GPU, the tiny model: batch 32; meant to run under train.time_limit_min.
+        "tiny-gpu": _run(_tiny_model(), GeneratorDataConfig(),
+                         steps=60_000, batch_size=32, lr=4e-4, warmup_steps=300, min_lr_ratio=0.1,
+                         weight_decay=0.01, ema_decay=0.999, num_workers=4, log_every=50, ckpt_every=2000,
+                         eval_every=2000, device="cuda", progress_bar=False),
         # One GPU: 512^2 (base VAE), 12-chunk windows.
         "base": _run(GeneratorModelConfig(vae_checkpoint="checkpoints/vae-base", vae_preset="base",
                                           audio=AudioEncoderConfig(dim=512, layers=8, out_dim=768,

@@ -59,6 +59,7 @@ class VAEDataConfig:
     crop_size: int = 64  # random square crop for training; 0 = whole frames
     hflip: bool = True
     portraits: bool = True  # add the shared portraits (face-cropped) as panning clips
+    portraits_file: str = ""  # a .npy uint8 (P, S, S, 3) of crops made by load_portraits (machines without the data)
     portrait_repeat: int = 4  # each portrait appears this many times per epoch
     portrait_pan: int = 16  # pixels the view pans over a portrait window
     eval_frames: int = 17  # frames per validation window
@@ -94,13 +95,13 @@ def load_clips(prepared_dir: Path, rows: list[dict[str, str]], size: int) -> lis
     """Decoded frames ``uint8 (T, size, size, 3)`` of every row (resized if the folder differs)."""
     import cv2
 
-    from hub.media import read_video
+    from hub.data.decoded import read_clip_frames
 
     clips = []
     for row in rows:
         path = Path(row["path"])
         path = path if path.is_absolute() else prepared_dir / path
-        frames = read_video(path, with_audio=False).frames  # (T, S, S, 3)
+        frames = read_clip_frames(path)  # (T, S, S, 3)
         if frames.shape[1:3] != (size, size):
             frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
         clips.append(frames)
@@ -135,6 +136,17 @@ def load_portraits(size: int) -> np.ndarray:
     with atomic_path(cache, suffix=".npy") as tmp:
         np.save(tmp, stack)
     return stack
+
+
+def load_portrait_crops(path: Path, size: int) -> np.ndarray:
+    """Crops saved by :func:`load_portraits` (``uint8 (P, size, size, 3)``), checked."""
+    if not path.is_file():
+        raise ValueError(f"data.portraits_file={path} not found (it is the .npy load_portraits caches)")
+    crops = np.load(path, allow_pickle=False)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+        raise ValueError(f"data.portraits_file={path}: expected uint8 (P, {size}, {size}, 3), got "
+                         f"{crops.dtype} {crops.shape}")
+    return crops
 
 
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -314,6 +326,12 @@ class VAEStage(Stage):
                      steps=3000, batch_size=6, lr=8e-4, warmup_steps=50, lr_schedule="constant",
                      weight_decay=0.0, ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=100,
                      device="cpu", progress_bar=False),
+        # One GPU, the tiny model: whole 128^2 frames, batch 16, cosine schedule. Meant to run under
+        # train.time_limit_min (the schedule is refitted to the time; 8 min on an H100 here).
+        "tiny-gpu": _run(dataclasses.replace(VAE_PRESETS["tiny"]), VAEDataConfig(num_frames=9, crop_size=0),
+                         steps=60_000, batch_size=16, lr=8e-4, warmup_steps=200, min_lr_ratio=0.05,
+                         weight_decay=0.0, ema_decay=0.999, num_workers=6, log_every=50, ckpt_every=2000,
+                         device="cuda", progress_bar=False),
         # One GPU: 256^2 clips, 9-frame windows, TAEF2 perceptual term.
         "base": _run(dataclasses.replace(VAE_PRESETS["base"]),
                      VAEDataConfig(prepared_dir="data/prepared_256", num_frames=9, crop_size=256),
@@ -347,7 +365,10 @@ class VAEStage(Stage):
         if split == "train":
             if "val" in data.splits:
                 raise ValueError("data.splits must not contain 'val': val clips are never trained on")
-            portraits = load_portraits(size) if data.portraits else None
+            portraits = None
+            if data.portraits:
+                portraits = load_portraits(size) if not data.portraits_file else load_portrait_crops(
+                    resolve_dir(data.portraits_file), size)
             return VAEWindowDataset(self._clips(cfg, data.splits), portraits, data.num_frames, data.crop_size,
                                     data.hflip, data.portrait_repeat, data.portrait_pan, seed=cfg.train.seed)
         if split == "val":

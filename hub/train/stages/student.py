@@ -223,6 +223,12 @@ def _run(model_cfg: StudentModelConfig, data: GeneratorDataConfig, **train: Any)
     return RunConfig(train=TrainConfig(**train), model=model_cfg, data=data)
 
 
+def _tiny_gpu_run(model_cfg: StudentModelConfig) -> RunConfig:
+    return _run(model_cfg, GeneratorDataConfig(chunks=6), steps=20_000, batch_size=16, lr=1e-4, warmup_steps=100,
+                min_lr_ratio=0.2, weight_decay=0.01, ema_decay=0.995, num_workers=2, log_every=20, ckpt_every=500,
+                device="cuda", progress_bar=False)
+
+
 class StudentStage(Stage):
     """ASD of the streaming student (see the module docstring)."""
 
@@ -238,14 +244,8 @@ class StudentStage(Stage):
                            weight_decay=0.01, ema_decay=0.99, num_workers=0, log_every=10, ckpt_every=50,
                            device="cpu", progress_bar=False),
         # One GPU, the tiny model: 6-chunk rollouts, batch 16; meant to run under train.time_limit_min.
-        "tiny-gpu": _run(StudentModelConfig(), GeneratorDataConfig(chunks=6),
-                         steps=20_000, batch_size=16, lr=1e-4, warmup_steps=100, min_lr_ratio=0.2, weight_decay=0.01,
-                         ema_decay=0.995, num_workers=2, log_every=20, ckpt_every=500, device="cuda",
-                         progress_bar=False),
-        "tiny-gpu-noasd": _run(StudentModelConfig(context="ground_truth"), GeneratorDataConfig(chunks=6),
-                               steps=20_000, batch_size=16, lr=1e-4, warmup_steps=100, min_lr_ratio=0.2,
-                               weight_decay=0.01, ema_decay=0.995, num_workers=2, log_every=20, ckpt_every=500,
-                               device="cuda", progress_bar=False),
+        "tiny-gpu": _tiny_gpu_run(StudentModelConfig()),
+        "tiny-gpu-noasd": _tiny_gpu_run(StudentModelConfig(context="ground_truth")),
         "base": _run(StudentModelConfig(teacher_checkpoint="checkpoints/teacher-base", student_steps=2,
                                         teacher_steps=16, teacher_guidance=2.0),
                      GeneratorDataConfig(prepared_dir="data/prepared_256", chunks=12),

@@ -43,8 +43,9 @@ class WeightSpec:
         sha256: full hex sha256 when known; empty when no published hash could be found.
         sha256_prefix: hex prefix of the sha256 when only that is published (torch hub file names
             such as ``alexnet-owt-7be5be79.pth`` carry the first 8 hex digits).
-        file_format: ``torch-zip`` (``torch.save`` zip archive, includes TorchScript),
-            ``onnx`` or ``any``; checked when no hash is pinned.
+        file_format: ``torch-zip`` (``torch.save`` zip archive, includes TorchScript), ``torch``
+            (a ``torch.save`` file in either the zip or the legacy pickle format), ``onnx`` or
+            ``any``; checked when no hash is pinned.
         license: licence of the weights as stated by their source.
         note: anything a user should know (source, what the hash status is).
         extra_dirs: further folders searched after the settings folders.
@@ -82,12 +83,21 @@ def _cached_sha256(path: Path) -> str:
     return _HASH_CACHE[key]
 
 
+# torch.save's legacy (non-zip) format starts with its magic number pickled with protocol 2
+_LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _is_legacy_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_LEGACY_TORCH_HEADER)) == _LEGACY_TORCH_HEADER
+
+
 def verify_weight(spec: WeightSpec, path: Path) -> str:
     """Check ``path`` against the spec; return its sha256. Raises WeightsUnavailable on mismatch.
 
     With a pinned ``sha256`` the full hash must match; with only ``sha256_prefix`` the prefix must
     match; with neither, the file format is checked (zip archive for ``torch-zip``, protobuf-like
-    non-empty file for ``onnx``).
+    non-empty file for ``onnx``, zip or legacy ``torch.save`` header for ``torch``).
     """
     digest = _cached_sha256(path)
     if spec.sha256:
@@ -105,6 +115,9 @@ def verify_weight(spec: WeightSpec, path: Path) -> str:
     if spec.file_format == "torch-zip" and not zipfile.is_zipfile(path):
         raise WeightsUnavailable(f"{path}: not a torch zip archive (expected {spec.filename} as "
                                  f"written by torch.save / torch.jit.save). {spec.how_to_supply()}")
+    if spec.file_format == "torch" and not (zipfile.is_zipfile(path) or _is_legacy_torch_file(path)):
+        raise WeightsUnavailable(f"{path}: not a torch.save file (neither a zip archive nor the legacy "
+                                 f"format; e.g. an HTML page instead of {spec.filename}). {spec.how_to_supply()}")
     if spec.file_format == "onnx" and path.stat().st_size < 1024:
         raise WeightsUnavailable(f"{path}: too small to be an ONNX model. {spec.how_to_supply()}")
     return digest
@@ -222,6 +235,22 @@ I3D_STYLEGAN_V = WeightSpec(
          "archive; its actual sha256 is recorded with every result.",
 )
 
+I3D_VIDEOGPT = WeightSpec(
+    name="i3d_videogpt",
+    filename="i3d_pretrained_400.pt",
+    url="https://drive.google.com/uc?export=download&id=1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT",
+    file_format="torch",
+    license="MIT (wilson1yan/VideoGPT, which distributes the file; no separate licence is stated "
+            "for the Kinetics-400 I3D weights themselves)",
+    note="VideoGPT's FVD detector: a plain state_dict of InceptionI3d(400, in_channels=3), about "
+         "49 MB; the Google Drive id is _I3D_PRETRAINED_ID in wilson1yan/VideoGPT "
+         "videogpt/download.py. The Drive link has been reported gone (SeerVideoLDM issue #13); "
+         "copies are published as release assets of bytedance/pv3d (v1.0.0) and npurson/fid-metrics "
+         "(v1.0), not checked to be identical. No published sha256 was found: checked to be a "
+         "torch.save file and to have the exact keys and shapes when loaded; its actual sha256 is "
+         "recorded with every result.",
+)
+
 ARCFACE_W600K_R50 = WeightSpec(
     name="arcface",
     filename="w600k_r50.onnx",
@@ -264,5 +293,5 @@ MEDIAPIPE_FACE_LANDMARKER = WeightSpec(
 )
 
 ALL_WEIGHTS: dict[str, WeightSpec] = {spec.name: spec for spec in (
-    SYNCNET_V2, FID_INCEPTION, I3D_STYLEGAN_V, ARCFACE_W600K_R50, ALEXNET_LPIPS, YUNET,
+    SYNCNET_V2, FID_INCEPTION, I3D_STYLEGAN_V, I3D_VIDEOGPT, ARCFACE_W600K_R50, ALEXNET_LPIPS, YUNET,
     MEDIAPIPE_FACE_LANDMARKER)}

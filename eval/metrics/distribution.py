@@ -3,6 +3,9 @@
 Two phases, so that clips can be processed one at a time:
 1. ``extract`` per clip -> features (N, D) (every frame for FID, every 16-frame clip for FVD);
 2. the registered score on all generated features against all reference features.
+
+FVD has two registered variants: ``fvd`` (StyleGAN-V detector, the default) and ``fvd_videogpt``
+(VideoGPT's I3D and preprocessing); their numbers do not compare with each other.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from eval.metrics.registry import EvalSample, register_metric
-from eval.weights import FID_INCEPTION, I3D_STYLEGAN_V, resolve_weight
+from eval.weights import FID_INCEPTION, I3D_STYLEGAN_V, I3D_VIDEOGPT, resolve_weight
 
 FVD_CLIP_FRAMES = 16
 FRECHET_EPS = 1e-6
@@ -138,4 +141,37 @@ def fvd_features(sample: EvalSample, detector: Any = None, weights_path: str | N
                  description="Fréchet video distance between generated and real 16-frame clips.")
 def fvd(generated: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | Sequence[np.ndarray]) -> float:
     """FVD from :func:`fvd_features` of the generated and of the real clips."""
+    return frechet_of_features(generated, reference)
+
+
+# --- FVD, VideoGPT variant ------------------------------------------------------------------
+
+def _i3d_videogpt_model(weights_path: str | os.PathLike | None) -> Any:
+    from eval.nets.i3d_videogpt import load_i3d_videogpt
+
+    path = resolve_weight(I3D_VIDEOGPT, weights_path)
+    if str(path) not in _MODEL_CACHE:
+        _MODEL_CACHE[str(path)] = load_i3d_videogpt(path)
+    return _MODEL_CACHE[str(path)]
+
+
+def fvd_videogpt_features(sample: EvalSample, detector: Any = None, weights_path: str | None = None,
+                          clip_frames: int = FVD_CLIP_FRAMES) -> np.ndarray:
+    """VideoGPT I3D logits of every non-overlapping 16-frame clip of ``sample.frames``: float64 (N, 400)."""
+    from eval.nets.i3d_videogpt import i3d_videogpt_features
+
+    net = detector if detector is not None else _i3d_videogpt_model(weights_path)
+    return i3d_videogpt_features(net, video_clips(sample.frames, clip_frames))
+
+
+@register_metric(name="fvd_videogpt", kind="quality", higher_is_better=False, needs_reference_video=True,
+                 level="set", extract=fvd_videogpt_features, weights=[I3D_VIDEOGPT], requires=["scipy"],
+                 variant="VideoGPT i3d_pretrained_400 InceptionI3d; per frame /255, bilinear resize "
+                         "(align_corners=False, no antialias) of the short side to 224 (long side "
+                         "ceil), centre crop 224x224, -0.5 -> [-0.5, 0.5]; all non-overlapping "
+                         "16-frame clips; 400-d logits averaged over time",
+                 description="Fréchet video distance (VideoGPT variant) between generated and real 16-frame clips.")
+def fvd_videogpt(generated: np.ndarray | Sequence[np.ndarray],
+                 reference: np.ndarray | Sequence[np.ndarray]) -> float:
+    """FVD from :func:`fvd_videogpt_features` of the generated and of the real clips."""
     return frechet_of_features(generated, reference)

@@ -300,7 +300,8 @@ class TeacherStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: RunConfig) -> dict[str, float]:
-        """Velocity MSE on val windows at fixed noise levels (no audio dropout), per level and mean."""
+        """Velocity MSE on val windows at fixed noise levels (no audio dropout), per level and mean,
+        and with a clean past (``val_v_mse_clean_past``)."""
         try:
             dataset = self.build_dataset(cfg, "val")
         except ValueError as exc:
@@ -311,14 +312,27 @@ class TeacherStage(Stage):
         out: dict[str, float] = {}
         items = [dataset[i] for i in range(min(len(dataset), cfg.data.val_windows))]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-        n_chunks = cfg.data.chunks
-        for level in (0.25, 0.5, 0.75):
-            torch.manual_seed(int(gen.seed() % 2**31))
-            t = torch.full((len(items), n_chunks), level, device=device)
-            loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
-                                mode="bidirectional", t=t, drop_audio=False)
-            out[f"val_v_mse_t{level}"] = float(loss)
-        out["val_v_mse"] = float(np.mean([out[k] for k in list(out)]))
+        # Fixed seeds inside, and the training run's RNG state is left untouched.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            n_chunks = cfg.data.chunks
+            for level in (0.25, 0.5, 0.75):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                t = torch.full((len(items), n_chunks), level, device=device)
+                loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
+                                    mode="bidirectional", t=t, drop_audio=False)
+                out[f"val_v_mse_t{level}"] = float(loss)
+            out["val_v_mse"] = float(np.mean([out[k] for k in list(out)]))
+            # The asynchronous case ASD and rolling generation rely on: the first half of the chunks
+            # clean (t = 0), the rest at the level; only the noisy chunks are scored.
+            clean_past = []
+            for level in (0.25, 0.5, 0.75):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                t = torch.full((len(items), n_chunks), level, device=device)
+                t[:, : n_chunks // 2] = 0.0
+                loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
+                                    mode="bidirectional", t=t, drop_audio=False)
+                clean_past.append(float(loss))
+            out["val_v_mse_clean_past"] = float(np.mean(clean_past))
         return out
 
     def export(self, model: nn.Module, cfg: RunConfig, out_dir: str | os.PathLike) -> None:

@@ -339,3 +339,20 @@ def test_without_pyav_images_work_and_audio_video_say_what_is_missing(tmp_path, 
     with pytest.raises(ValueError, match="PyAV"):
         media.write_video(tmp_path / "out.mp4", np.zeros((2, 16, 16, 3), np.uint8))
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_wav_missing_a_few_trailing_bytes_still_decodes(tmp_path):
+    import wave
+
+    path = tmp_path / "short.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.zeros((16000, 2), "<i2").tobytes())  # 1 s
+    data = path.read_bytes()
+    (tmp_path / "minus4.wav").write_bytes(data[:-4])  # the last sample frame is missing
+    assert abs(media.read_audio(tmp_path / "minus4.wav").shape[0] - 16000) <= 1
+    (tmp_path / "minus10pc.wav").write_bytes(data[: int(len(data) * 0.9)])
+    with pytest.raises(ValueError, match="minus10pc.wav: truncated or corrupt audio"):
+        media.read_audio(tmp_path / "minus10pc.wav")

@@ -69,13 +69,18 @@ def frechet_of_features(generated: np.ndarray | Sequence[np.ndarray],
 
 # --- FID -------------------------------------------------------------------------------------
 
+def _cached_net(spec: Any, loader: Any, weights_path: str | os.PathLike | None) -> Any:
+    """The network of ``spec``'s resolved weight file, loaded once per process."""
+    path = resolve_weight(spec, weights_path)
+    if str(path) not in _MODEL_CACHE:
+        _MODEL_CACHE[str(path)] = loader(path)
+    return _MODEL_CACHE[str(path)]
+
+
 def _fid_model(weights_path: str | os.PathLike | None) -> Any:
     from eval.nets.inception_fid import load_fid_inception
 
-    path = resolve_weight(FID_INCEPTION, weights_path)
-    if str(path) not in _MODEL_CACHE:
-        _MODEL_CACHE[str(path)] = load_fid_inception(path)
-    return _MODEL_CACHE[str(path)]
+    return _cached_net(FID_INCEPTION, load_fid_inception, weights_path)
 
 
 def fid_features(sample: EvalSample, model: Any = None, weights_path: str | None = None,
@@ -111,10 +116,7 @@ def fid(generated: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | Se
 def _i3d_model(weights_path: str | os.PathLike | None) -> Any:
     from eval.nets.i3d import load_i3d_torchscript
 
-    path = resolve_weight(I3D_STYLEGAN_V, weights_path)
-    if str(path) not in _MODEL_CACHE:
-        _MODEL_CACHE[str(path)] = load_i3d_torchscript(path)
-    return _MODEL_CACHE[str(path)]
+    return _cached_net(I3D_STYLEGAN_V, load_i3d_torchscript, weights_path)
 
 
 def video_clips(frames: np.ndarray, clip_frames: int = FVD_CLIP_FRAMES) -> np.ndarray:
@@ -149,10 +151,7 @@ def fvd(generated: np.ndarray | Sequence[np.ndarray], reference: np.ndarray | Se
 def _i3d_videogpt_model(weights_path: str | os.PathLike | None) -> Any:
     from eval.nets.i3d_videogpt import load_i3d_videogpt
 
-    path = resolve_weight(I3D_VIDEOGPT, weights_path)
-    if str(path) not in _MODEL_CACHE:
-        _MODEL_CACHE[str(path)] = load_i3d_videogpt(path)
-    return _MODEL_CACHE[str(path)]
+    return _cached_net(I3D_VIDEOGPT, load_i3d_videogpt, weights_path)
 
 
 def fvd_videogpt_features(sample: EvalSample, detector: Any = None, weights_path: str | None = None,

@@ -140,6 +140,7 @@ def test_time_limit_lowers_total_steps_and_still_exports(tmp_path):
     assert 20 <= result.step < 500 and not result.stopped_early
     assert trainer.total_steps == result.step
     assert result.export_dir is not None and (result.export_dir / "config.json").exists()
+    assert trainer.cfg.train.steps == 500  # the run's config is unchanged; exports see the steps that ran
     # The LR schedule is laid over the lowered total: it reaches its floor at the new last step.
     factor = trainer.schedulers["main"].lr_lambdas[0]
     assert factor(trainer.total_steps) == pytest.approx(cfg.train.min_lr_ratio)

@@ -10,6 +10,7 @@ written atomically; SIGTERM / first Ctrl-C finish the current step, save and ret
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -632,8 +633,11 @@ class Trainer:
 
     def _export(self, model: nn.Module, out_dir: Path) -> None:
         swap = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+        cfg = self.cfg
+        if self.total_steps != cfg.train.steps:  # a time limit lowered it: exports record what ran
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=self.total_steps))
         with swap:
-            self.stage.export(model, self.cfg, out_dir)
+            self.stage.export(model, cfg, out_dir)
         logger.info("exported inference checkpoint to %s", out_dir)
 
     # -- checkpoints ------------------------------------------------------------------------

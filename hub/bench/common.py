@@ -204,6 +204,22 @@ def espeak_speech(text: str = ESPEAK_TEXT) -> np.ndarray:
         return read_audio(wav)
 
 
+def _speech_file(speech: str) -> np.ndarray:
+    """``--speech``: an audio file (any format :func:`hub.media.read_audio` takes) or a ``.npy``
+    float32 (N,) 16 kHz array."""
+    path = Path(speech)
+    if not path.is_file():
+        raise ValueError(f"--speech {speech}: no such file")
+    if path.suffix.lower() != ".npy":
+        from hub.media import read_audio
+
+        return read_audio(path)
+    base = np.load(path, allow_pickle=False)
+    if base.ndim != 1 or base.dtype != np.float32 or base.size == 0:
+        raise ValueError(f"--speech {path.name}: expected a float32 (N,) 16 kHz array, got {base.dtype} {base.shape}")
+    return base
+
+
 def speech_audio(seconds: float, speech: str | None = None) -> tuple[np.ndarray, str]:
     """``seconds`` of real speech: ``speech`` (an audio file, or a ``.npy`` float32 (N,) 16 kHz
     array, looped), else the shared speech files concatenated (looped when needed), else
@@ -211,42 +227,22 @@ def speech_audio(seconds: float, speech: str | None = None) -> tuple[np.ndarray,
     if seconds <= 0:
         raise ValueError(f"--seconds {seconds}: must be > 0")
     want = int(round(seconds * SAMPLE_RATE))
-    files = shared_speech_files()
-    pieces, have, used = [], 0, 0
     if speech is not None:
-        path = Path(speech)
-        if not path.is_file():
-            raise ValueError(f"--speech {speech}: no such file")
-        if path.suffix.lower() == ".npy":
-            base = np.load(path, allow_pickle=False)
-            if base.ndim != 1 or base.dtype != np.float32 or base.size == 0:
-                raise ValueError(f"--speech {path.name}: expected a float32 (N,) 16 kHz array, got "
-                                 f"{base.dtype} {base.shape}")
-        else:
+        base, source = _speech_file(speech), f"{Path(speech).name} (looped)"
+    else:
+        files = shared_speech_files()
+        if files:
             from hub.media import read_audio
 
-            base = read_audio(path)
-        source = f"{path.name} (looped)"
-        while have < want:
-            pieces.append(base)
-            have += len(base)
-    elif files:
-        from hub.media import read_audio
-
-        source = f"shared speech ({len(files)} files, concatenated in name order, looped)"
-        while have < want:
-            path = files[used % len(files)]
-            audio = read_audio(path)
-            pieces.append(audio)
-            have += len(audio)
-            used += 1
-    else:
-        source = "espeak-ng synthesised speech (no shared data), looped"
-        base = espeak_speech()
-        while have < want:
-            pieces.append(base)
-            have += len(base)
-    return np.concatenate(pieces)[:want].astype(np.float32), source
+            pieces, have, used = [], 0, 0
+            while have < want:
+                pieces.append(read_audio(files[used % len(files)]))
+                have += len(pieces[-1])
+                used += 1
+            source = f"shared speech ({len(files)} files, concatenated in name order, looped)"
+            return np.concatenate(pieces)[:want].astype(np.float32), source
+        base, source = espeak_speech(), "espeak-ng synthesised speech (no shared data), looped"
+    return np.tile(base, -(-want // len(base)))[:want].astype(np.float32), source
 
 
 # ---------------------------------------------------------------------------------------- models

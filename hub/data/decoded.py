@@ -57,26 +57,22 @@ def _cached(source: Path, kind: str) -> Path | None:
     return target
 
 
-def read_clip_frames(path: str | os.PathLike) -> np.ndarray:
-    """Frames ``uint8 (T, H, W, 3)`` of a prepared clip, from the decoded cache when it is current."""
+def _read(path: str | os.PathLike, kind: str) -> np.ndarray:
     source = Path(path)
-    cached = _cached(source, "frames")
+    cached = _cached(source, kind)
     if cached is not None:
         return np.load(cached, allow_pickle=False)
-    from hub.media import read_video
+    return _decode(source, kind, "pyav")
 
-    return read_video(source, with_audio=False).frames
+
+def read_clip_frames(path: str | os.PathLike) -> np.ndarray:
+    """Frames ``uint8 (T, H, W, 3)`` of a prepared clip, from the decoded cache when it is current."""
+    return _read(path, "frames")
 
 
 def read_clip_audio(path: str | os.PathLike) -> np.ndarray:
     """Audio ``float32 (N,)`` at 16 kHz of a prepared clip, from the decoded cache when it is current."""
-    source = Path(path)
-    cached = _cached(source, "audio")
-    if cached is not None:
-        return np.load(cached, allow_pickle=False)
-    from hub.media import read_audio
-
-    return read_audio(source).astype(np.float32)
+    return _read(path, "audio")
 
 
 def _decode_video_opencv(path: Path) -> np.ndarray:

@@ -261,6 +261,9 @@ def _tiny_model() -> GeneratorModelConfig:
     return GeneratorModelConfig(audio=audio, dit=dataclasses.replace(DIT_PRESETS["tiny"]))
 
 
+VAL_LEVELS = (0.25, 0.5, 0.75)  # the fixed noise levels of the validation
+
+
 class TeacherStage(Stage):
     """Bidirectional teacher (see the module docstring)."""
 
@@ -321,26 +324,24 @@ class TeacherStage(Stage):
         out: dict[str, float] = {}
         items = [dataset[i] for i in range(min(len(dataset), cfg.data.val_windows))]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        n_chunks = cfg.data.chunks
+
+        def velocity_mse(level: float, clean_chunks: int) -> float:
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            t = torch.full((len(items), n_chunks), level, device=device)  # (B, n)
+            t[:, :clean_chunks] = 0.0  # clean chunks are not scored
+            loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
+                                mode="bidirectional", t=t, drop_audio=False)
+            return float(loss)
+
         # Fixed seeds inside, and the training run's RNG state is left untouched.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            n_chunks = cfg.data.chunks
-            for level in (0.25, 0.5, 0.75):
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                t = torch.full((len(items), n_chunks), level, device=device)
-                loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
-                                    mode="bidirectional", t=t, drop_audio=False)
-                out[f"val_v_mse_t{level}"] = float(loss)
-            out["val_v_mse"] = float(np.mean([out[k] for k in list(out)]))
+            for level in VAL_LEVELS:
+                out[f"val_v_mse_t{level}"] = velocity_mse(level, 0)
+            out["val_v_mse"] = float(np.mean([out[f"val_v_mse_t{level}"] for level in VAL_LEVELS]))
             # The asynchronous case ASD and rolling generation rely on: the first half of the chunks
-            # clean (t = 0), the rest at the level; only the noisy chunks are scored.
-            clean_past = []
-            for level in (0.25, 0.5, 0.75):
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                t = torch.full((len(items), n_chunks), level, device=device)
-                t[:, : n_chunks // 2] = 0.0
-                loss, _ = flow_loss(model.rest, batch, cfg.model, cfg.data.context_latents,
-                                    mode="bidirectional", t=t, drop_audio=False)
-                clean_past.append(float(loss))
+            # clean (t = 0), the rest at the level.
+            clean_past = [velocity_mse(level, n_chunks // 2) for level in VAL_LEVELS]
             out["val_v_mse_clean_past"] = float(np.mean(clean_past))
         return out
 

@@ -400,14 +400,14 @@ _CLIP_METRICS_NO_GT = ("lse", "av_landmark_sync", "csim", "id_sim_dlib", "landma
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("mini-real", "shared validation clips; reference = first frame, the clip's own audio, "
               "real frames as ground truth",
-              default_metrics=("psnr", "ssim", "lpips", "fid", "fvd", "lmd") + _CLIP_METRICS_NO_GT,
+              default_metrics=("psnr", "ssim", "lpips", "fid", "fvd", "lmd", "tiling") + _CLIP_METRICS_NO_GT,
               has_ground_truth=True, build=_mini_real),
     Benchmark("showcase", "VASA-1 and EMO samples: every method on the same ref.jpg + audio.mp3; "
               "no-reference metrics", default_metrics=_CLIP_METRICS_NO_GT, has_ground_truth=False,
               build=_showcase),
     Benchmark("long-stream", "2- and 10-minute streams (30 s with --quick) of concatenated shared speech; "
               "identity and sync over time", default_metrics=("identity_drift", "id_sim_dlib", "av_landmark_sync",
-                                                             "landmark_jitter"),
+                                                             "landmark_jitter", "tiling"),
               has_ground_truth=False, build=_long_stream, curves=("identity", "sync")),
     Benchmark("latency", "streaming latency and throughput from `python -m hub bench stream --json`",
               default_metrics=(), has_ground_truth=False, build=lambda options: [], kind="latency"),

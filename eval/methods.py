@@ -302,7 +302,7 @@ class AudioEnergyWarpMethod(Method):
 # ------------------------------------------------------------------------------------------------
 # REST student and teacher
 
-_REST_PARAMS = ("steps", "guidance", "shift", "sampler", "sink", "context", "name")
+_REST_PARAMS = ("steps", "guidance", "shift", "sampler", "sink", "context", "ctxnoise", "name")
 _TEACHER_PARAMS = ("steps", "guidance", "shift", "sampler", "window", "overlap", "name")
 
 
@@ -334,6 +334,7 @@ class RestStudentMethod(Method):
             shift=_number(spec, "shift", params["shift"], float) if "shift" in params else None,
             sampler=params.get("sampler"),
             context_chunks=_number(spec, "context", params["context"], int) if "context" in params else None,
+            context_noise=_number(spec, "ctxnoise", params["ctxnoise"], float) if "ctxnoise" in params else None,
             use_id_sink=sink == "1")
         self._engine = None
 

@@ -42,7 +42,7 @@ import torch
 from hub import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from hub.audio import FEATURE_PRESETS, FeatureStream
 from hub.models.rest import RestModel
-from hub.pipeline import encode_reference, sample_chunk, video_to_uint8
+from hub.pipeline import encode_reference, sample_chunk, video_to_uint8, write_context
 
 
 # Float audio slightly over 1 (resampling overshoot) is fine; far over it is integer samples in a float
@@ -62,6 +62,7 @@ class EngineSettings:
     sampler: str | None = None
     seed: int = 0
     context_chunks: int | None = None  # Context-Cache window W (<= the model's; 0 = none)
+    context_noise: float | None = None  # noise level t_c of chunks entering the Context-Cache (0 = clean)
     use_id_sink: bool = True  # False: ablation, chunks do not attend to the reference's tokens
     output_size: int | None = None  # resize output frames to this square size (None = model size)
 
@@ -70,6 +71,8 @@ class EngineSettings:
             raise ValueError(f"steps={self.steps}; accepted: 1..50")
         if self.guidance is not None and not 0.0 <= self.guidance <= 10.0:
             raise ValueError(f"guidance={self.guidance}; accepted: 0..10")
+        if self.context_noise is not None and not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise={self.context_noise}; accepted: 0 <= t < 1")
         if self.context_chunks is not None and self.context_chunks < 0:
             raise ValueError(f"context_chunks={self.context_chunks}; must be >= 0")
         if self.output_size is not None and not 32 <= self.output_size <= 1024:
@@ -345,7 +348,8 @@ class StreamingEngine:
                           guidance=settings.guidance if settings.guidance is not None else cfg.sampling.guidance,
                           shift=settings.shift if settings.shift is not None else cfg.sampling.shift,
                           sampler=settings.sampler or cfg.sampling.sampler)  # (1, C, Fc, h, w)
-        dit.write_chunk(state.cache, x0, torch.zeros(1, 1, device=x0.device), audio_tokens)
+        context_noise = settings.context_noise if settings.context_noise is not None else cfg.sampling.context_noise
+        write_context(dit, state.cache, x0, audio_tokens, context_noise, state.generator)
         video = state.decoder.decode(model.vae.denormalize(x0))  # (1, 3, f, H, W)
         frames = video_to_uint8(video)  # (f, H, W, 3)
         if settings.output_size and settings.output_size != frames.shape[1]:

@@ -158,7 +158,7 @@ def sample_chunk(dit: A2VDiT, cache: IDContextCache, noise: Tensor, audio: Tenso
     Args:
         noise: (B, C, Fc, h, w) at t = 1; audio / null_audio: (B, Fc, A, D).
     Returns:
-        (B, C, Fc, h, w) the clean chunk. Call ``dit.write_chunk(cache, x0, zeros, audio)`` next.
+        (B, C, Fc, h, w) the clean chunk. Call :func:`write_context` next.
     """
     _check_steps(steps, sampler)
 
@@ -173,10 +173,31 @@ def sample_chunk(dit: A2VDiT, cache: IDContextCache, noise: Tensor, audio: Tenso
     return sample(cond, noise, steps, sampler, shift, guidance, uncond_fn=uncond if guidance != 1.0 else None)
 
 
+def write_context(dit: A2VDiT, cache: IDContextCache, x0: Tensor, audio: Tensor, context_noise: float = 0.0,
+                  generator: torch.Generator | None = None) -> None:
+    """Append a generated chunk to the Context-Cache, at noise level ``t_c = context_noise``.
+
+    ``t_c = 0`` writes the clean chunk at ``t = 0``. Otherwise the chunk is re-noised once,
+    ``x_c = (1 - t_c) x0 + t_c eps`` with ``eps`` drawn from ``generator`` (on the CPU, like the
+    chunk noise, so streams are reproducible across devices), and written with the label ``t_c``.
+
+    Args:
+        x0: (B, C, Fc, h, w) the clean chunk from :func:`sample_chunk`; audio: (B, Fc, A, D).
+    """
+    if not 0.0 <= context_noise < 1.0:
+        raise ValueError(f"context_noise={context_noise}; accepted: 0 <= t < 1")
+    if context_noise > 0.0:
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)  # (B, C, Fc, h, w)
+        x0 = (1.0 - context_noise) * x0 + context_noise * eps
+    t = torch.full((x0.shape[0], 1), float(context_noise), device=x0.device)  # (B, 1)
+    dit.write_chunk(cache, x0, t, audio)
+
+
 @torch.no_grad()
 def generate_student_latents(model: RestModel, ref: Tensor | None, audio_tokens: Tensor, *, steps: int = 4,
                              guidance: float = 1.0, shift: float = 1.0, sampler: str = "euler",
-                             window: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+                             window: int | None = None, context_noise: float = 0.0,
+                             generator: torch.Generator | None = None) -> Tensor:
     """Offline rollout of the streaming student chunk by chunk (what the engine does live).
 
     Args:
@@ -202,7 +223,7 @@ def generate_student_latents(model: RestModel, ref: Tensor | None, audio_tokens:
         audio = audio_tokens[:, k * fc:(k + 1) * fc]
         x0 = sample_chunk(dit, cache, noise, audio, null, steps=steps, guidance=guidance, shift=shift,
                           sampler=sampler)
-        dit.write_chunk(cache, x0, torch.zeros(1, 1, device=x0.device), audio)
+        write_context(dit, cache, x0, audio, context_noise, generator)
         chunks.append(x0)
     return torch.cat(chunks, dim=2)  # (1, C, n, h, w)
 

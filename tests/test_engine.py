@@ -130,6 +130,47 @@ def test_ablation_switches_change_output(model):
     assert not np.array_equal(outs["full"], outs["no_context"])
 
 
+def test_context_noise_writes_a_renoised_chunk_labelled_t_c(model):
+    from hub.pipeline import write_context
+
+    dit = model.dit
+    cfg = dit.config
+    x0 = torch.randn(1, cfg.latent_channels, cfg.chunk_latent_frames, cfg.latent_size, cfg.latent_size)
+    audio = torch.randn(1, cfg.chunk_latent_frames, cfg.audio_tokens_per_frame, cfg.audio_dim)
+    ref = torch.randn(1, cfg.latent_channels, 1, cfg.latent_size, cfg.latent_size)
+
+    def cache_after(write):
+        cache = dit.new_cache(1)
+        dit.prefill_sink(cache, ref)
+        with torch.no_grad():
+            write(cache)
+        return cache.context(0)[0].clone()  # (1, H, Tc, hd) keys of layer 0
+
+    clean = cache_after(lambda c: dit.write_chunk(c, x0, torch.zeros(1, 1), audio))
+    assert torch.equal(cache_after(lambda c: write_context(dit, c, x0, audio, 0.0)), clean)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    expected = cache_after(lambda c: dit.write_chunk(c, 0.7 * x0 + 0.3 * eps, torch.full((1, 1), 0.3), audio))
+    got = cache_after(lambda c: write_context(dit, c, x0, audio, 0.3, torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, clean)
+    with pytest.raises(ValueError, match="context_noise"):
+        write_context(dit, dit.new_cache(1), x0, audio, 1.0)
+
+
+def test_context_noise_setting_streams_deterministically(model):
+    audio = _speech(1.0, seed=5)
+    outs = []
+    for settings in (EngineSettings(seed=2), EngineSettings(seed=2, context_noise=0.2),
+                     EngineSettings(seed=2, context_noise=0.2)):
+        engine = StreamingEngine(model)
+        engine.reset(_reference(model.config.image_size), settings, already_cropped=True)
+        outs.append(np.concatenate([c.frames for c in _stream(engine, audio, 4000)]))
+    assert not np.array_equal(outs[0], outs[1])
+    assert np.array_equal(outs[1], outs[2])
+    with pytest.raises(ValueError, match="context_noise"):
+        EngineSettings(context_noise=1.0)
+
+
 def test_long_stream_memory_is_flat(model):
     engine = StreamingEngine(model)
     engine.reset(_reference(model.config.image_size), EngineSettings(steps=1), already_cropped=True)

@@ -184,7 +184,7 @@ def test_rest_checkpoint_streams_through_the_engine(tmp_path, shared_data):
 
     bench = Benchmark("one-portrait", "x", default_metrics=(), has_ground_truth=False,
                       build=lambda o: [BenchItem("p", "", ("p",), {}, load)])
-    spec = f"rest:{tmp_path / 'ckpt'}?steps=1&sink=0&name=tiny"
+    spec = f"rest:{tmp_path / 'ckpt'}?steps=1&sink=0&ctxnoise=0.2&name=tiny"
     config = RunConfig(benchmark=bench, methods=[spec, "still"], out=tmp_path / "run", metrics=["mean_level"],
                        size=SIZE, progress=False, build_report=False)
     summary = Runner(config, _metrics()).run()
@@ -194,6 +194,7 @@ def test_rest_checkpoint_streams_through_the_engine(tmp_path, shared_data):
     meta = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert len(meta["methods"]["tiny"]["checkpoint"]["weights_sha256"]) == 64
     assert meta["methods"]["tiny"]["settings"]["use_id_sink"] is False
+    assert meta["methods"]["tiny"]["settings"]["context_noise"] == 0.2
     from hub.media import read_video
 
     out = next((tmp_path / "run" / "outputs").glob("tiny-*/p.mp4"))

@@ -164,3 +164,21 @@ def test_fvd_with_standin_torchscript(tmp_path):
     assert score == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="at least 16"):
         D.video_clips(frames[:10])
+
+
+def test_tiling_is_one_for_a_repeated_tile_and_near_zero_for_noise():
+    from eval.metrics.quality import tiling, tiling_frames
+    from eval.metrics.registry import EvalSample
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    tiled = np.tile(tile, (1, 4, 4, 1))  # (3, 128, 128, 3): a 4x4 grid of the same block
+    np.testing.assert_allclose(tiling_frames(tiled), 1.0, atol=1e-5)
+    noise = rng.integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    assert np.abs(tiling_frames(noise)).max() < 0.02
+    frames = np.concatenate([noise] * 10 + [tiled] * 9)  # 30 noise frames, then 27 tiled ones
+    values = tiling(EvalSample(clip_id="c", frames=frames))
+    assert values["tiling_last_1s"] == pytest.approx(1.0, abs=1e-5)
+    assert values["tiling"] == pytest.approx(27 / 57, abs=0.02)
+    with pytest.raises(ValueError, match="too small"):
+        tiling_frames(noise[:, :6, :6])

@@ -129,8 +129,30 @@ def test_teacher_context_noise_changes_only_later_chunks(prepared):
     assert clean["loss/last_chunk"] != noisy["loss/last_chunk"]
 
 
+def test_context_noise_is_trained_with_and_exported(prepared, tmp_path):
+    from hub.models.rest import RestModel
+    from hub.train.__main__ import main
+
+    stage = StudentStage()
+    model = _noisy_teacher_model(stage, _cfg(prepared))
+    batch = _batch(stage, _cfg(prepared))
+    torch.manual_seed(5)
+    _, clean = rollout_losses(model, batch, _cfg(prepared))
+    torch.manual_seed(5)
+    _, noisy = rollout_losses(model, batch, _cfg(prepared, context_noise=0.3))
+    assert clean["loss/first_chunk"] == noisy["loss/first_chunk"]  # the first chunk reads no context
+    assert clean["loss/last_chunk"] != noisy["loss/last_chunk"]  # later chunks read a re-noised cache
+
+    out = tmp_path / "run"
+    assert main(["student", "--preset", "test", "--out", str(out), f"data.prepared_dir={prepared}",
+                 "model.context_noise=0.25"]) == 0
+    exported = RestModel.from_pretrained(out / "export")
+    assert exported.config.sampling.context_noise == 0.25  # the engine streams as it was trained
+
+
 @pytest.mark.parametrize("field,value", [("self_rollout_prob", 1.5), ("teacher_context_t", 1.0),
-                                         ("teacher_context_t", -0.1)])
+                                         ("teacher_context_t", -0.1), ("context_noise", 1.0),
+                                         ("context_noise", -0.5)])
 def test_student_config_rejects_out_of_range(field, value):
     from hub.train.stages.student import StudentModelConfig
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from eval.metrics.registry import EvalSample, register_metric
+from hub import FPS
 from eval.weights import ALEXNET_LPIPS, resolve_weight
 
 _LPIPS_CACHE: dict[str, Any] = {}
@@ -115,3 +116,44 @@ def lpips_distance(sample: EvalSample, model: Any = None, backbone_path: str | N
     """Mean per-frame LPIPS (AlexNet) against the ground truth."""
     net = model if model is not None else load_lpips(backbone_path)
     return float(np.mean(lpips_frames(*_paired(sample), model=net)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Grid tiling: the failure mode of an autoregressive student whose Context-Cache drifts (the face
+# turns into a grid of repeated small faces, one per token of the latent grid).
+
+TILING_GRID = 4  # the tiny model's token grid (8x8 latents in 2x2 patches)
+TILING_LAST_SECONDS = 1.0
+
+
+def tiling_frames(frames: np.ndarray, grid: int = TILING_GRID) -> np.ndarray:
+    """Per-frame mean Pearson correlation between the ``grid x grid`` blocks of the luma; (T,).
+
+    Blocks of a real face are unlike each other (about 0 on real clips); a frame made of
+    repeated tiles scores near 1. Frames are cropped to a multiple of ``grid`` first.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got shape {frames.shape}")
+    T, H, W = frames.shape[:3]
+    bh, bw = H // grid, W // grid
+    if bh < 2 or bw < 2:
+        raise ValueError(f"frames of {H}x{W} are too small for a {grid}x{grid} tiling grid")
+    luma = frames[:, : bh * grid, : bw * grid].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])  # (T, H', W')
+    blocks = luma.reshape(T, grid, bh, grid, bw).transpose(0, 1, 3, 2, 4).reshape(T, grid * grid, bh * bw)
+    blocks = blocks - blocks.mean(-1, keepdims=True)  # (T, G, P)
+    blocks = blocks / (np.linalg.norm(blocks, axis=-1, keepdims=True) + 1e-6)
+    corr = np.einsum("tip,tjp->tij", blocks, blocks)  # (T, G, G)
+    upper = np.triu_indices(grid * grid, 1)
+    return corr[:, upper[0], upper[1]].mean(axis=1).astype(np.float64)  # (T,)
+
+
+@register_metric(name="tiling", kind="quality", higher_is_better=False, outputs=["tiling", "tiling_last_1s"],
+                 variant=f"mean pairwise Pearson correlation of the {TILING_GRID}x{TILING_GRID} luma blocks "
+                         f"(BT.601), per frame; mean over frames and over the last {TILING_LAST_SECONDS:g} s",
+                 description="Grid-tiling artefact: how alike the blocks of the token grid are (a face "
+                             "collapsed into repeated tiles scores near 1; real faces about 0).")
+def tiling(sample: EvalSample) -> dict[str, float]:
+    """Mean tiling score over all frames and over the last second."""
+    per_frame = tiling_frames(sample.frames)
+    last = per_frame[-max(1, int(round(TILING_LAST_SECONDS * FPS))):]
+    return {"tiling": float(per_frame.mean()), "tiling_last_1s": float(last.mean())}

@@ -38,8 +38,14 @@ class SamplingConfig:
     shift: float = 1.0  # timestep shift of the sampling grid
     guidance: float = 1.0  # audio classifier-free guidance scale (1 = off)
     sampler: str = "euler"  # "euler" | "heun"
+    # Noise level t_c at which each generated chunk enters the Context-Cache (0 = clean). The chunk
+    # is re-noised once, ``(1 - t_c) x0 + t_c eps``, and written with the label ``t_c`` (diffusion
+    # forcing's stabilisation: the model treats its own past as a noisy observation of real data).
+    context_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"SamplingConfig.context_noise={self.context_noise}; accepted: 0 <= t < 1")
         if self.steps < 1:
             raise ValueError(f"SamplingConfig.steps={self.steps}; must be >= 1")
         if self.sampler not in ("euler", "heun"):

@@ -58,18 +58,19 @@ and streams into the page while it is being made. Research demo: do not animate 
 
 def checkpoint_defaults(checkpoint: str) -> dict:
     """Sampling defaults and sizes stored in a checkpoint's config.json (no model loading)."""
-    defaults = {"steps": 4, "guidance": 1.0, "context_chunks": 4, "image_size": None}
+    defaults = {"steps": 4, "guidance": 1.0, "context_chunks": 4, "context_noise": 0.0, "image_size": None}
     try:
         config = json.loads((Path(checkpoint) / "config.json").read_text())["config"]
         defaults.update(steps=int(config["sampling"]["steps"]), guidance=float(config["sampling"]["guidance"]),
                         context_chunks=int(config["dit"]["context_chunks"]),
+                        context_noise=float(config["sampling"].get("context_noise", 0.0)),
                         image_size=int(config["vae"]["image_size"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return defaults
 
 
-def engine_settings(steps, seed, guidance, context, id_sink, output_size):
+def engine_settings(steps, seed, guidance, context, id_sink, output_size, context_noise=0.0):
     """Widget values -> :class:`hub.engine.EngineSettings` (ValueError with the accepted range)."""
     from hub.engine import EngineSettings
 
@@ -81,7 +82,7 @@ def engine_settings(steps, seed, guidance, context, id_sink, output_size):
         raise ValueError(f"seed={seed}; accepted: 0 .. 2^63-1")
     size = None if output_size in (None, "", OUTPUT_SIZES[0]) else int(output_size)
     return EngineSettings(steps=int(steps), seed=seed, guidance=float(guidance), context_chunks=int(context),
-                          use_id_sink=bool(id_sink), output_size=size)
+                          context_noise=float(context_noise), use_id_sink=bool(id_sink), output_size=size)
 
 
 def format_readout(stats: dict, done: bool) -> str:
@@ -175,9 +176,11 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
                                      label="Audio guidance (1 = off; > 1 doubles the model calls)")
                 context = gr.Slider(0, defaults["context_chunks"], value=defaults["context_chunks"], step=1,
                                     label="Context window (chunks)")
+                context_noise = gr.Slider(0.0, 0.5, value=defaults["context_noise"], step=0.05,
+                                          label="Context noise (0 = clean past; 0.1-0.3 keeps the face stable)")
                 id_sink = gr.Checkbox(True, label="ID-Sink (attend to the reference)")
                 size = gr.Dropdown(list(OUTPUT_SIZES), value="256", label="Output size (pixels)")
-        settings = [ckpt, steps, seed, guidance, context, id_sink, size]
+        settings = [ckpt, steps, seed, guidance, context, id_sink, size, context_noise]
 
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
@@ -231,10 +234,10 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
 
         # -- handlers (thin: widgets -> adapter -> widgets) ---------------------------------------
         def on_generate(portrait_path, speech_path, ckpt_value, steps_value, seed_value, guidance_value,
-                        context_value, sink_value, size_value, request: gr.Request):
+                        context_value, sink_value, size_value, noise_value, request: gr.Request):
             try:
                 options = engine_settings(steps_value, seed_value, guidance_value, context_value, sink_value,
-                                          size_value)
+                                          size_value, noise_value)
                 session = registry.get(request.session_hash if request else None)
                 updates = session.stream_file(portrait_path, speech_path, ckpt_value, options)
             except ValueError as exc:
@@ -243,10 +246,10 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
             yield from _stream_to_page(updates)
 
         def on_live(portrait_path, ckpt_value, steps_value, seed_value, guidance_value, context_value,
-                    sink_value, size_value, request: gr.Request):
+                    sink_value, size_value, noise_value, request: gr.Request):
             try:
                 options = engine_settings(steps_value, seed_value, guidance_value, context_value, sink_value,
-                                          size_value)
+                                          size_value, noise_value)
                 session = registry.get(request.session_hash if request else None)
                 updates = session.stream_live(portrait_path, ckpt_value, options)
             except ValueError as exc:
@@ -271,6 +274,7 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
             message = None if is_rest_checkpoint(path) else missing_checkpoint_message(path)
             return (gr.update(value=d["steps"]), gr.update(value=d["guidance"]),
                     gr.update(maximum=max(d["context_chunks"], 1), value=d["context_chunks"]),
+                    gr.update(value=d["context_noise"]),
                     gr.update(value=f"⚠️ {message}" if message else "", visible=bool(message)))
 
         def on_results():
@@ -291,7 +295,7 @@ def build_demo(checkpoint: str = DEFAULT_CHECKPOINT, results_dir: str | os.PathL
                    concurrency_limit=None, api_name=False, show_progress="hidden")
         mic.stop_recording(on_mic_stop, None, [live_readout, live_download], concurrency_limit=None,
                            api_name=False, show_progress="hidden")
-        ckpt.change(on_checkpoint, [ckpt], [steps, guidance, context, notice], api_name=False)
+        ckpt.change(on_checkpoint, [ckpt], [steps, guidance, context, context_noise, notice], api_name=False)
         refresh.click(on_results, None, [results_md, results_plot], api_name=False)
         demo.load(on_results, None, [results_md, results_plot], api_name=False)
         demo.unload(on_unload)

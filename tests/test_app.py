@@ -306,11 +306,14 @@ def test_find_checkpoints(model, tmp_path):
 def test_engine_settings_from_widgets():
     import app
 
-    s = app.engine_settings(3, 7.0, 1.5, 2, False, "256")
-    assert (s.steps, s.seed, s.guidance, s.context_chunks, s.use_id_sink, s.output_size) == (3, 7, 1.5, 2, False, 256)
+    s = app.engine_settings(3, 7.0, 1.5, 2, False, "256", 0.2)
+    assert (s.steps, s.seed, s.guidance, s.context_chunks, s.context_noise, s.use_id_sink, s.output_size) == \
+        (3, 7, 1.5, 2, 0.2, False, 256)
     assert app.engine_settings(3, None, 1.0, 2, True, "model size").output_size is None
     with pytest.raises(ValueError, match="seed"):
         app.engine_settings(3, -1, 1.0, 2, True, "256")
+    with pytest.raises(ValueError, match="context_noise"):
+        app.engine_settings(3, 0, 1.0, 2, True, "256", 1.0)
     readout = app.format_readout({"time_to_first_frame_s": 0.5, "first_chunk_s": 0.7, "fps": 30.0, "rtf": 0.8,
                                   "seconds": 2.0, "steps": 4, "algorithmic_latency_ms": 120.0}, done=True)
     assert "0.50 s" in readout and "30.0 fps" in readout and "faster than real time" in readout
@@ -382,7 +385,7 @@ def test_gradio_client_streams_hls_and_offers_the_mp4(running_app, portrait, tmp
 
     url, checkpoint, demo = running_app
     client = Client(url, download_files=False, verbose=False)
-    args = (checkpoint, 2, 0, 1.0, 2, True, "128")
+    args = (checkpoint, 2, 0, 1.0, 2, True, "128", 0.2)
     job = client.submit(handle_file(str(portrait)), handle_file(str(SPEECH)), *args, api_name="/generate")
     video, readout, _, download = job.result(timeout=120)
     assert video["is_stream"] and video["url"].endswith("playlist.m3u8")

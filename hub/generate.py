@@ -2,7 +2,8 @@
 
     python -m hub generate --image IMG --audio AUD --out OUT.mp4 [--mode stream|teacher]
                            [--checkpoint DIR] [--steps N] [--seed S] [--guidance G] [--device D]
-                           [--window W] [--no-id-sink] [--size N] [--fast plain|cpu|gpu]
+                           [--window W] [--context-noise T] [--no-id-sink] [--size N]
+                           [--fast plain|cpu|gpu]
 
 ``--audio`` takes any audio file (wav, mp3, m4a, flac, ...) or a video file's audio track.
 The portrait is face-cropped to the model's size (the largest face is used).
@@ -11,8 +12,9 @@ Modes:
 
 - ``stream`` (default): the streaming student (default ``checkpoints/rest-tiny``) through
   :class:`hub.engine.StreamingEngine`, the audio pushed in 40 ms pieces as if it arrived live;
-  ``--window`` is the Context-Cache window in chunks, ``--no-id-sink`` the ablation without the
-  reference's ID tokens.
+  ``--window`` is the Context-Cache window in chunks, ``--context-noise`` the noise level of the
+  chunks written into it (default: the checkpoint's ``sampling.context_noise``), ``--no-id-sink``
+  the ablation without the reference's ID tokens.
 - ``teacher``: the bidirectional teacher (default ``checkpoints/teacher-tiny``) over the whole
   clip (:func:`hub.pipeline.generate_teacher_latents`, ``--window`` chunks per window), decoded
   with :func:`hub.pipeline.decode_stream`. Offline, many steps: the quality reference.
@@ -51,6 +53,7 @@ class GenerateOptions:
     guidance: float | None = None
     device: str = "cpu"
     window: int | None = None
+    context_noise: float | None = None
     use_id_sink: bool = True
     size: int | None = None
     fast: str | None = None  # a FAST_PATH_PRESETS name; None = the device's measured preset
@@ -63,6 +66,10 @@ class GenerateOptions:
         if self.window is not None and self.window < (0 if self.mode == "stream" else 1):
             raise ValueError(f"--window {self.window}; must be >= {0 if self.mode == 'stream' else 1} "
                              f"in {self.mode} mode")
+        if self.context_noise is not None and self.mode != "stream":
+            raise ValueError("--context-noise applies to the streaming student; it needs --mode stream")
+        if self.context_noise is not None and not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"--context-noise {self.context_noise}; accepted: 0 <= t < 1")
         if self.mode == "teacher" and not self.use_id_sink:
             raise ValueError("--no-id-sink is a streaming ablation; it needs --mode stream")
         if self.size is not None and not 32 <= self.size <= 1024:
@@ -117,7 +124,8 @@ def generate_stream(model: RestModel, image: np.ndarray, audio: np.ndarray, opti
 
     engine = StreamingEngine(model, device=device, queue_chunks=False)
     engine_settings = EngineSettings(steps=options.steps, guidance=options.guidance, seed=options.seed,
-                                     context_chunks=options.window, use_id_sink=options.use_id_sink,
+                                     context_chunks=options.window, context_noise=options.context_noise,
+                                     use_id_sink=options.use_id_sink,
                                      output_size=options.size)
     engine.reset(image, engine_settings)
     chunks = []
@@ -198,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, help="audio classifier-free guidance (1 = off)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--window", type=int, help="stream: Context-Cache chunks; teacher: chunks per window")
+    parser.add_argument("--context-noise", type=float,
+                        help="stream: noise level (0 <= t < 1) of chunks entering the Context-Cache "
+                             "(default: the checkpoint's)")
     parser.add_argument("--no-id-sink", action="store_true", help="stream ablation: no ID-Sink tokens")
     parser.add_argument("--size", type=int, help="output frame side in pixels (default: the model's)")
     parser.add_argument("--fast", choices=sorted(FAST_PATH_PRESETS),
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = GenerateOptions(mode=args.mode, checkpoint=args.checkpoint, steps=args.steps, seed=args.seed,
                               guidance=args.guidance, device=args.device, window=args.window,
-                              use_id_sink=not args.no_id_sink, size=args.size, fast=args.fast)
+                              context_noise=args.context_noise, use_id_sink=not args.no_id_sink, size=args.size, fast=args.fast)
     result = generate(args.image, args.audio, args.out, options)
     rtf = result.generate_s / result.seconds if result.seconds else float("nan")
     print(f"wrote {result.path} ({result.frames} frames, {result.seconds:.2f} s) with {options.mode} mode "

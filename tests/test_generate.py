@@ -79,7 +79,8 @@ def test_same_seed_same_video_other_seed_other_video(mode, checkpoints, inputs, 
 def test_stream_options_reach_the_engine(checkpoints, inputs, tmp_path):
     image, audio, _ = inputs
     out = tmp_path / "small.mp4"
-    main(_args(image, audio, out, checkpoints["stream"], "--size", "48", "--window", "1", "--no-id-sink"))
+    main(_args(image, audio, out, checkpoints["stream"], "--size", "48", "--window", "1", "--no-id-sink",
+               "--context-noise", "0.2"))
     assert probe(out).width == 48
 
 
@@ -117,5 +118,9 @@ def test_option_errors():
         GenerateOptions(mode="teacher", use_id_sink=False)
     with pytest.raises(ValueError, match="--steps 0"):
         GenerateOptions(steps=0)
+    with pytest.raises(ValueError, match="--context-noise 1.0"):
+        GenerateOptions(context_noise=1.0)
+    with pytest.raises(ValueError, match="needs --mode stream"):
+        GenerateOptions(mode="teacher", context_noise=0.2)
     with pytest.raises(ValueError, match=r"\.mp4"):
         generate("x.png", "y.wav", "out.avi", GenerateOptions())

@@ -338,6 +338,9 @@ def figures(rows: list[dict], curves: list[dict]) -> dict[str, object]:
     return figs
 
 
+PNG_TIMEOUT_S = 300.0  # all PNGs of one report (mini-real, 31 figures: 12 s on the 2-core CPU)
+
+
 def write_plots(figs: dict[str, object], folder: Path, png: bool = True) -> dict[str, str]:
     """Write ``<stem>.html`` (plotly.js in the folder once) and ``<stem>.png``; returns notes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -346,14 +349,10 @@ def write_plots(figs: dict[str, object], folder: Path, png: bool = True) -> dict
             fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
     notes = {}
     if png and figs:
-        if "BROWSER_PATH" not in os.environ and Path(CHROMIUM).is_file():
-            os.environ["BROWSER_PATH"] = CHROMIUM  # kaleido needs a Chrome; Debian's chromium works
+        finals = [folder / f"{stem}.png" for stem in figs]
+        temps = [p.with_name(f".{p.name}.tmp.png") for p in finals]
         try:
-            import plotly.io as pio
-
-            finals = [folder / f"{stem}.png" for stem in figs]
-            temps = [p.with_name(f".{p.name}.tmp.png") for p in finals]
-            pio.write_images(list(figs.values()), [str(t) for t in temps], format="png")
+            render_pngs_in_child(list(figs.values()), temps)
             for tmp, final in zip(temps, finals):
                 os.replace(tmp, final)
         except Exception as error:  # noqa: BLE001 - PNGs are optional; HTML is always written
@@ -361,6 +360,56 @@ def write_plots(figs: dict[str, object], folder: Path, png: bool = True) -> dict
             for tmp in folder.glob(".*.tmp.png"):
                 tmp.unlink()
     return notes
+
+
+def render_pngs_in_child(figs: list, paths: list[Path], timeout_s: float = PNG_TIMEOUT_S) -> None:
+    """Write each figure as a PNG through kaleido, in a child process killed after ``timeout_s``.
+
+    Kaleido drives a headless Chromium and can hang for good (plotly/Kaleido#134, #419; seen here
+    once in a test run); a child process in its own session, killed with its whole process group,
+    bounds that. Raises ``subprocess.TimeoutExpired`` or ``RuntimeError`` (with the child's last
+    error line) on failure.
+    """
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rest-png-") as tmp:
+        jobs = []
+        for i, (fig, path) in enumerate(zip(figs, paths)):
+            source = Path(tmp) / f"fig{i}.json"
+            source.write_text(fig.to_json())
+            jobs.append([str(source), str(path)])
+        job_file = Path(tmp) / "jobs.json"
+        job_file.write_text(json.dumps(jobs))
+        env = dict(os.environ)
+        if "BROWSER_PATH" not in env and Path(CHROMIUM).is_file():
+            env["BROWSER_PATH"] = CHROMIUM  # kaleido needs a Chrome; Debian's chromium works
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        child = subprocess.Popen([sys.executable, "-c", "import sys; from eval.report import _render_png_jobs; "
+                                  "_render_png_jobs(sys.argv[1])", str(job_file)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            _, err = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)  # the child and the browser it started
+            child.communicate()
+            raise
+        if child.returncode != 0:
+            last = (err or "").strip().splitlines()
+            raise RuntimeError(last[-1] if last else f"PNG export exited with status {child.returncode}")
+
+
+def _render_png_jobs(job_file: str) -> None:
+    """Child side of :func:`render_pngs_in_child`: ``[[figure.json, out.png], ...]`` -> PNGs."""
+    import plotly.io as pio
+
+    jobs = json.loads(Path(job_file).read_text())
+    figs = [pio.from_json(Path(source).read_text()) for source, _ in jobs]
+    pio.write_images(figs, [out for _, out in jobs], format="png")
 
 
 def build_report(folders: list[Path], out: Path, png: bool = True) -> dict:

@@ -130,3 +130,16 @@ def test_subset_tables_leave_out_methods_without_outputs_there(tmp_path):
     tables = {t.title: t for t in build_tables(_rows(tmp_path), {})}
     assert tables["mini-real / vasa1 — sync"].methods == ["vasa1", "ours"]
     assert tables["mini-real / emo — sync"].methods == ["ours"]
+
+
+def test_png_export_that_hangs_is_killed_not_waited_for(tmp_path):
+    import subprocess
+
+    import plotly.graph_objects as go
+
+    from eval.report import render_pngs_in_child
+
+    out = tmp_path / "fig.png"
+    with pytest.raises(subprocess.TimeoutExpired):  # far too short for a browser to start
+        render_pngs_in_child([go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))], [out], timeout_s=0.05)
+    assert not out.exists()

@@ -22,6 +22,10 @@ import json
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,11 +374,6 @@ def render_pngs_in_child(figs: list, paths: list[Path], timeout_s: float = PNG_T
     bounds that. Raises ``subprocess.TimeoutExpired`` or ``RuntimeError`` (with the child's last
     error line) on failure.
     """
-    import signal
-    import subprocess
-    import sys
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="rest-png-") as tmp:
         jobs = []
         for i, (fig, path) in enumerate(zip(figs, paths)):

@@ -365,10 +365,12 @@ class VAEStage(Stage):
         if split == "train":
             if "val" in data.splits:
                 raise ValueError("data.splits must not contain 'val': val clips are never trained on")
-            portraits = None
-            if data.portraits:
-                portraits = load_portraits(size) if not data.portraits_file else load_portrait_crops(
-                    resolve_dir(data.portraits_file), size)
+            if not data.portraits:
+                portraits = None
+            elif data.portraits_file:
+                portraits = load_portrait_crops(resolve_dir(data.portraits_file), size)
+            else:
+                portraits = load_portraits(size)
             return VAEWindowDataset(self._clips(cfg, data.splits), portraits, data.num_frames, data.crop_size,
                                     data.hflip, data.portrait_repeat, data.portrait_pan, seed=cfg.train.seed)
         if split == "val":

@@ -56,24 +56,37 @@ def test_generate_writes_a_video_with_the_input_audio(mode, checkpoints, inputs,
 
 
 @pytest.mark.parametrize("mode", ["stream", "teacher"])
-def test_same_seed_same_video_other_seed_other_video(mode, checkpoints, inputs, tmp_path):
-    import torch
+def test_same_seed_same_video_other_seed_other_video(mode, checkpoints, inputs):
+    """The seed decides the video: compared on the generated uint8 frames, before H.264.
 
-    image, audio, _ = inputs
+    Float sums on the CPU can round differently from run to run (MKL picks kernels by buffer
+    alignment), which flips a pixel by one level now and then; H.264 then spreads such a flip over
+    its macroblock, so the mp4s of one seed are not byte-stable (a CI run saw that). One-level flips
+    on a few pixels are the tolerance; another seed moves most pixels by several levels.
+    """
+    from hub.generate import generate_stream, generate_teacher
+    from hub.media import read_audio, read_image
+    from hub.models.rest import RestModel
+
+    image_path, audio_path, _ = inputs
+    image, audio = read_image(image_path), read_audio(audio_path)
+    model = RestModel.from_pretrained(checkpoints[mode], map_location="cpu").eval()
+    run = generate_stream if mode == "stream" else generate_teacher
     frames = {}
     threads = torch.get_num_threads()
     try:
         for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-            # Same seed, same output holds for the same CPU thread count (summation order); other tests
-            # in the session change the process-wide count, so pin it for each run.
+            # Other tests in the session change the process-wide thread count (summation order).
             torch.set_num_threads(1)
-            opts = GenerateOptions(mode=mode, checkpoint=str(checkpoints[mode]), steps=2, seed=seed, fast="plain")
-            generate(image, audio, tmp_path / f"{name}.mp4", opts)
-            frames[name] = read_video(tmp_path / f"{name}.mp4").frames
+            with torch.inference_mode():
+                opts = GenerateOptions(mode=mode, steps=2, seed=seed)
+                frames[name] = run(model, image, audio, opts, torch.device("cpu")).astype(np.int16)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_array_equal(frames["a"], frames["b"])
-    assert not np.array_equal(frames["a"], frames["c"])
+    same = np.abs(frames["a"] - frames["b"])  # (T, H, W, 3)
+    other = np.abs(frames["a"] - frames["c"])
+    assert same.max() <= 1 and (same > 0).mean() < 0.01, (same.max(), (same > 0).mean())
+    assert other.mean() > 1.0 and (other > 1).mean() > 0.2, (other.mean(), (other > 1).mean())
 
 
 def test_stream_options_reach_the_engine(checkpoints, inputs, tmp_path):

@@ -9,6 +9,8 @@ Subcommands:
                                  rebuild table.md, table.tex and plots/ from results.csv
   contact-sheet DIR --clip ID [--frames N] [--out FILE.png]
                                  frames of every method's cached output for one clip
+  fit-facesync [--prepared DIR] [--out FILE]
+                                 refit the FaceSync CCA sync model on prepared training clips
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def _cmd_contact_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_facesync(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.fit_facesync import DEFAULT_OUT, fit_from_prepared
+
+    fit_from_prepared(Path(args.prepared), Path(args.out or DEFAULT_OUT))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; other subcommands register themselves here as ``sub.add_parser``."""
     parser = argparse.ArgumentParser(prog="python -m eval", description="REST evaluation hub")
@@ -140,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=8, help="frames per method (evenly spaced)")
     p.add_argument("--out", help="PNG path (default DIR/contact_sheet_<clip>.png)")
     p.set_defaults(func=_cmd_contact_sheet)
+
+    p = sub.add_parser("fit-facesync", help="refit the FaceSync CCA sync model (av_facesync) on prepared clips")
+    p.add_argument("--prepared", default="data/prepared_256",
+                   help="a `python -m hub.data prepare` folder (fits on split=train only; default data/prepared_256)")
+    p.add_argument("--out", help="model file (default eval/assets/facesync_cca.safetensors)")
+    p.set_defaults(func=_cmd_fit_facesync)
     return parser
 
 

@@ -394,8 +394,8 @@ CURVES: dict[str, tuple[Callable, str]] = {
 # ------------------------------------------------------------------------------------------------
 # the registry
 
-_CLIP_METRICS_NO_GT = ("lse", "av_landmark_sync", "csim", "id_sim_dlib", "landmark_jitter", "flicker",
-                       "blink_rate", "head_motion")
+_CLIP_METRICS_NO_GT = ("lse", "av_landmark_sync", "av_facesync", "csim", "id_sim_dlib", "landmark_jitter",
+                       "flicker", "blink_rate", "head_motion")
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("mini-real", "shared validation clips; reference = first frame, the clip's own audio, "
@@ -407,7 +407,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               build=_showcase),
     Benchmark("long-stream", "2- and 10-minute streams (30 s with --quick) of concatenated shared speech; "
               "identity and sync over time", default_metrics=("identity_drift", "id_sim_dlib", "av_landmark_sync",
-                                                             "landmark_jitter", "tiling"),
+                                                             "av_facesync", "landmark_jitter", "tiling"),
               has_ground_truth=False, build=_long_stream, curves=("identity", "sync")),
     Benchmark("latency", "streaming latency and throughput from `python -m hub bench stream --json`",
               default_metrics=(), has_ground_truth=False, build=lambda options: [], kind="latency"),

@@ -292,6 +292,17 @@ MEDIAPIPE_FACE_LANDMARKER = WeightSpec(
     note="MediaPipe FaceLandmarker with 52 blendshapes (jawOpen); in the shared data weights/.",
 )
 
+FACESYNC_CCA = WeightSpec(
+    name="facesync",
+    filename="facesync_cca.safetensors",
+    url="",
+    file_format="any",
+    license="same as this project",
+    note="This project's FaceSync CCA sync model, fitted on the shared train clips and shipped in "
+         "eval/assets; refit with `python -m eval fit-facesync`. Not downloadable (nothing to fetch).",
+    extra_dirs=(str(Path(__file__).resolve().parent / "assets"),),
+)
+
 ALL_WEIGHTS: dict[str, WeightSpec] = {spec.name: spec for spec in (
     SYNCNET_V2, FID_INCEPTION, I3D_STYLEGAN_V, I3D_VIDEOGPT, ARCFACE_W600K_R50, ALEXNET_LPIPS, YUNET,
     MEDIAPIPE_FACE_LANDMARKER)}

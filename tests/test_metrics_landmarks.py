@@ -6,17 +6,7 @@ import pytest
 from eval.metrics import EvalSample, compute_metric
 from eval.metrics import drift as DR
 from eval.metrics import landmarks as L
-
-
-def _shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
-    """Delay (frames > 0) or advance the audio by whole video frames, zero-filled."""
-    out = np.zeros_like(audio)
-    k = frames * 640
-    if k >= 0:
-        out[k:] = audio[: len(audio) - k]
-    else:
-        out[:k] = audio[-k:]
-    return out
+from eval.nets.facesync import delay_audio as _shift_audio
 
 
 def test_lagged_correlation_recovers_synthetic_shift():

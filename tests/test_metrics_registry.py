@@ -9,7 +9,7 @@ from eval.__main__ import main
 from eval.metrics import EvalSample, compute_metric, get_metric, list_metrics, register_metric
 
 EXPECTED = {"psnr", "ssim", "lpips", "fid", "fvd", "lse", "lse_resize", "csim", "id_sim_dlib",
-            "identity_drift", "lmd", "lmd_face", "av_landmark_sync", "landmark_jitter", "blink_rate",
+            "identity_drift", "lmd", "lmd_face", "av_landmark_sync", "av_facesync", "landmark_jitter", "blink_rate",
             "head_motion", "flicker"}
 
 

@@ -3,6 +3,8 @@
 * ``lmd``: mouth (or face) landmark distance to ground truth (dlib 68 points).
 * ``av_landmark_sync``: audio-visual offset and correlation of the mouth opening with the speech
   envelope (RMS of the 300-3000 Hz band per video frame). A landmark signal, not SyncNet: never compare it with LSE numbers.
+* ``av_facesync``: audio-visual offset and correlation from this project's FaceSync model (CCA of
+  log-mel audio and mouth-shape features fitted on in-sync training clips; eval/nets/facesync.py).
 * ``landmark_jitter``: high-frequency landmark motion left after temporal smoothing.
 * ``blink_rate``: blinks per minute from the eye aspect ratio.
 * ``head_motion``: head-pose statistics (solvePnP of 6 landmarks on a generic 3D face).
@@ -18,7 +20,7 @@ import numpy as np
 
 from eval.metrics.faces import cached_landmarks68, cached_yunet, dlib_models_check, nan_interpolate
 from eval.metrics.registry import EvalSample, register_metric
-from eval.weights import YUNET
+from eval.weights import FACESYNC_CCA, YUNET, resolve_weight
 from hub import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 LMD_RESOLUTION = 256  # LMD in pixels of frames scaled so that the longer side is this
@@ -190,6 +192,33 @@ def av_landmark_sync(sample: EvalSample, max_offset: int = SYNC_MAX_OFFSET) -> d
     _need_faces(landmarks, "av_landmark_sync", 2 * max_offset + 2)
     energy = speech_envelope(sample.audio, len(sample.frames))
     return av_sync_from_signals(mouth_opening(landmarks)[: len(energy)], energy, max_offset)
+
+
+_FACESYNC_MODELS: dict[str, object] = {}
+
+
+@register_metric(name="av_facesync", kind="sync", higher_is_better=True, needs_audio=True,
+                 requires=_DLIB_REQUIRES + ["python_speech_features", "safetensors"], checks=_DLIB_CHECKS,
+                 weights=[FACESYNC_CCA], outputs=["fs_corr", "fs_offset", "fs_conf"],
+                 directions={"fs_offset": None},
+                 variant="FaceSync CCA (Slaney & Covell 2000) fitted here: log-mel ±3 frames vs dlib mouth "
+                         "shape, canonical-correlation-weighted Pearson over ±15 frames",
+                 description="Audio-visual offset (frames, positive: audio leads) and correlation from a "
+                             "linear sync model fitted on in-sync training clips; not SyncNet LSE.")
+def av_facesync(sample: EvalSample) -> dict[str, float]:
+    """``fs_corr`` (peak), ``fs_offset`` (frames) and ``fs_conf`` (peak - median) of the FaceSync lag curve."""
+    from eval.nets.facesync import FaceSyncModel
+
+    if sample.audio is None:
+        raise ValueError("av_facesync needs the driving audio")
+    path = str(resolve_weight(FACESYNC_CCA))
+    if path not in _FACESYNC_MODELS:
+        _FACESYNC_MODELS[path] = FaceSyncModel.load(path)
+    model = _FACESYNC_MODELS[path]
+    landmarks = cached_landmarks68(sample)
+    _need_faces(landmarks, "av_facesync", 2 * model.config.max_offset + 2)
+    result = model.sync(sample.audio, landmarks)
+    return {"fs_corr": result["corr"], "fs_offset": result["offset"], "fs_conf": result["conf"]}
 
 
 # --- temporal stability ------------------------------------------------------------------------

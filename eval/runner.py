@@ -257,6 +257,12 @@ class Runner:
         return EvalSample(frames=frames[:n], audio=loaded.audio[: n * SAMPLES_PER_FRAME],
                           reference=loaded.reference_crop(self.size), ground_truth=gt, clip_id=item.clip_id)
 
+    def _weight_hashes(self, info) -> list[str]:
+        """sha256 of each weight file of a runnable metric: a cached value of other weights is stale."""
+        from eval.weights import resolve_weight, sha256_cached
+
+        return [sha256_cached(resolve_weight(spec)) for spec in info.weights]
+
     def run_clip_metrics(self, method: Method, item: BenchItem, sidecar: dict, loaded_fn) -> None:
         paths = self._paths(method, item.clip_id)
         cache = read_json(paths["metrics"]) or {}
@@ -264,7 +270,9 @@ class Runner:
         sample = None
         for info in self.plan.runnable("clip"):
             entry = cache.get(info.name)
-            if entry and entry.get("variant") == info.variant and entry.get("output_sha256") == output_sha:
+            weights = self._weight_hashes(info)
+            if (entry and entry.get("variant") == info.variant and entry.get("output_sha256") == output_sha
+                    and entry.get("weights", []) == weights):
                 self.counts["metrics_cached"] += 1
                 values = entry["values"]
             else:
@@ -287,7 +295,8 @@ class Runner:
                     for output in self.plan.outputs(info.name):
                         self._row(method, item.subset, item.clip_id, output, None, FAILED, reason, info.name)
                     continue
-                cache[info.name] = {"variant": info.variant, "output_sha256": output_sha, "values": values}
+                cache[info.name] = {"variant": info.variant, "output_sha256": output_sha, "weights": weights,
+                                    "values": values}
                 write_json(paths["metrics"], cache)
                 self.counts["metrics_computed"] += 1
             for output, value in values.items():

@@ -75,7 +75,8 @@ class WeightSpec:
                 f"{source}, or run `python -m eval fetch-weights {self.name}` with internet")
 
 
-def _cached_sha256(path: Path) -> str:
+def sha256_cached(path: Path) -> str:
+    """sha256 of ``path``, remembered while its size and mtime stay the same."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASH_CACHE:
@@ -99,7 +100,7 @@ def verify_weight(spec: WeightSpec, path: Path) -> str:
     match; with neither, the file format is checked (zip archive for ``torch-zip``, protobuf-like
     non-empty file for ``onnx``, zip or legacy ``torch.save`` header for ``torch``).
     """
-    digest = _cached_sha256(path)
+    digest = sha256_cached(path)
     if spec.sha256:
         if digest != spec.sha256:
             raise WeightsUnavailable(
@@ -187,14 +188,14 @@ def weight_status(spec: WeightSpec, path: str | os.PathLike | None = None) -> tu
         found = resolve_weight(spec, path)
     except WeightsUnavailable as error:
         return False, str(error)
-    return True, f"{found} (sha256 {_cached_sha256(found)[:12]})"
+    return True, f"{found} (sha256 {sha256_cached(found)[:12]})"
 
 
 def weight_record(spec: WeightSpec, path: Path) -> dict[str, str]:
     """What a result records about a weight file: name, file, sha256, how it was verified."""
     verified = "sha256" if spec.sha256 else ("sha256-prefix" if spec.sha256_prefix else "format-only")
     return {"name": spec.name, "filename": spec.filename, "path": str(path),
-            "sha256": _cached_sha256(path), "verified_by": verified, "url": spec.url}
+            "sha256": sha256_cached(path), "verified_by": verified, "url": spec.url}
 
 
 # ---------------------------------------------------------------------------------------------

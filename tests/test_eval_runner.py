@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -116,6 +117,26 @@ def test_resume_after_interruption_reuses_outputs_and_metric_values(tmp_path):
     third = Runner(config, _metrics(calls=metric_calls)).run()
     assert third.generated == 0 and third.metrics_computed == 0
     assert _read_rows(tmp_path / "results.csv") == rows  # identical numbers from the cache
+
+
+def test_cached_metric_values_of_other_weights_are_recomputed(tmp_path, monkeypatch):
+    from eval.weights import WeightSpec
+
+    weight_dir = tmp_path / "weights"
+    weight_dir.mkdir()
+    (weight_dir / "w.bin").write_bytes(b"first")
+    monkeypatch.setenv("REST_WEIGHTS_DIR", str(weight_dir))
+    spec = WeightSpec(name="w", filename="w.bin", url="")
+    calls: list[str] = []
+    metrics = _metrics(calls=calls)
+    metrics["mean_level"] = dataclasses.replace(metrics["mean_level"], weights=(spec,))
+    config = RunConfig(benchmark=_bench(), methods=[NoisyMethod()], out=tmp_path / "run", metrics=["mean_level"],
+                       size=SIZE, progress=False, build_report=False)
+    Runner(config, metrics).run()
+    assert Runner(config, metrics).run().metrics_computed == 0  # same weights: cached
+    (weight_dir / "w.bin").write_bytes(b"second")
+    again = Runner(config, metrics).run()
+    assert again.metrics_computed == 3 and again.metrics_cached == 0 and len(calls) == 6
 
 
 def test_changed_method_fingerprint_regenerates(tmp_path):

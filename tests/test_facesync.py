@@ -102,6 +102,7 @@ def test_shipped_model_finds_known_shifts_on_a_real_clip(shared_data):
     sample = EvalSample(frames=clip.frames, audio=clip.audio, clip_id="may")
     base = compute_metric("av_facesync", sample)
     assert base["fs_corr"] > 0.2 and abs(base["fs_offset"]) <= 3
+    assert base["fs_in_sync"] == float(abs(base["fs_offset"]) <= 1)
     for shift in (-6, 6):
         shifted = EvalSample(frames=clip.frames, audio=delay_audio(clip.audio, shift), clip_id="may")
         shifted.cache.update(sample.cache)  # same frames: reuse the landmarks

@@ -199,14 +199,18 @@ _FACESYNC_MODELS: dict[str, object] = {}
 
 @register_metric(name="av_facesync", kind="sync", higher_is_better=True, needs_audio=True,
                  requires=_DLIB_REQUIRES + ["python_speech_features", "safetensors"], checks=_DLIB_CHECKS,
-                 weights=[FACESYNC_CCA], outputs=["fs_corr", "fs_offset", "fs_conf"],
+                 weights=[FACESYNC_CCA], outputs=["fs_corr", "fs_offset", "fs_conf", "fs_in_sync"],
                  directions={"fs_offset": None},
                  variant="FaceSync CCA (Slaney & Covell 2000) fitted here: log-mel ±3 frames vs dlib mouth "
-                         "shape, canonical-correlation-weighted Pearson over ±15 frames",
+                         "shape, canonical-correlation-weighted Pearson over ±15 frames; in sync: |offset| <= 1",
                  description="Audio-visual offset (frames, positive: audio leads) and correlation from a "
                              "linear sync model fitted on in-sync training clips; not SyncNet LSE.")
 def av_facesync(sample: EvalSample) -> dict[str, float]:
-    """``fs_corr`` (peak), ``fs_offset`` (frames) and ``fs_conf`` (peak - median) of the FaceSync lag curve."""
+    """``fs_corr`` (peak), ``fs_offset`` (frames) and ``fs_conf`` (peak - median) of the FaceSync lag curve.
+
+    ``fs_in_sync`` is 1 when the offset is within ±1 frame, else 0: its mean over clips is the share
+    of clips in sync.
+    """
     from eval.nets.facesync import FaceSyncModel
 
     if sample.audio is None:
@@ -218,7 +222,8 @@ def av_facesync(sample: EvalSample) -> dict[str, float]:
     landmarks = cached_landmarks68(sample)
     _need_faces(landmarks, "av_facesync", 2 * model.config.max_offset + 2)
     result = model.sync(sample.audio, landmarks)
-    return {"fs_corr": result["corr"], "fs_offset": result["offset"], "fs_conf": result["conf"]}
+    return {"fs_corr": result["corr"], "fs_offset": result["offset"], "fs_conf": result["conf"],
+            "fs_in_sync": float(abs(result["offset"]) <= 1)}
 
 
 # --- temporal stability ------------------------------------------------------------------------

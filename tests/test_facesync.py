@@ -110,3 +110,22 @@ def test_shipped_model_finds_known_shifts_on_a_real_clip(shared_data):
         assert abs(got - (base["fs_offset"] - shift)) <= 1, (shift, got, base)
     still = EvalSample(frames=np.repeat(clip.frames[:1], len(clip.frames), axis=0), audio=clip.audio)
     assert compute_metric("av_facesync", still)["fs_conf"] < base["fs_conf"]
+
+
+def test_pooled_curves_script(shared_data, tmp_path, capsys):
+    import importlib.util
+
+    from hub import settings
+
+    spec = importlib.util.spec_from_file_location("pooled", settings.REPO_ROOT / "scripts" / "facesync_pooled_curves.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path)]) == 2 and "outputs not found" in capsys.readouterr().err
+    folder = tmp_path / "outputs" / "real"
+    folder.mkdir(parents=True)
+    (folder / "may.mp4").symlink_to(shared_data / "clips" / "real3d_May_5s.mp4")
+    assert script.main([str(tmp_path)]) == 0
+    rows = (tmp_path / "facesync_pooled_curves.csv").read_text().splitlines()
+    assert rows[0].startswith("method,clips,lag-15") and rows[1].startswith("real,1,")
+    curve = np.array([float(v) for v in rows[1].split(",")[2:]])  # (31,)
+    assert abs(int(np.argmax(curve)) - 15) <= 3 and curve.max() > 0.2

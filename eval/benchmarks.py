@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.weights import FACESYNC_CCA, WeightSpec
 from hub import SAMPLE_RATE, SAMPLES_PER_FRAME, settings
 
 DEFAULT_SIZE = 128  # the tiny preset's resolution; runs take the first REST checkpoint's size
@@ -386,9 +387,30 @@ def sync_curve(sample, window_seconds: float = SYNC_CURVE_WINDOW_SECONDS) -> tup
     return np.asarray(times), np.asarray(values)
 
 
-CURVES: dict[str, tuple[Callable, str]] = {
-    "identity": (identity_curve, "dlib identity similarity to the reference, 2 s windows"),
-    "sync": (sync_curve, f"landmark av_corr per {SYNC_CURVE_WINDOW_SECONDS:g} s window"),
+def facesync_curve(sample, window_seconds: float = SYNC_CURVE_WINDOW_SECONDS) -> tuple[np.ndarray, np.ndarray]:
+    """FaceSync correlation at lag 0 per window (the shipped ``av_facesync`` model): (times s, corr)."""
+    from eval.metrics.faces import cached_landmarks68
+    from eval.nets.facesync import FaceSyncModel
+    from eval.weights import resolve_weight
+    from hub import FPS
+
+    landmarks = cached_landmarks68(sample)  # (T, 68, 2)
+    per = int(round(window_seconds * FPS))
+    if min(len(landmarks), len(sample.audio) // SAMPLES_PER_FRAME) < per:
+        raise ValueError(f"facesync curve needs at least {window_seconds} s of video")
+    starts, values = FaceSyncModel.load(resolve_weight(FACESYNC_CCA)).windowed_correlation(
+        sample.audio, landmarks, per)
+    found = np.isfinite(landmarks).all(axis=(1, 2))  # (T,)
+    values = np.where([found[s:s + per].sum() >= per // 2 for s in starts], values, np.nan)
+    return (starts + per / 2) / FPS, values
+
+
+# name -> (function, variant, weight files whose hashes also key the cached curve)
+CURVES: dict[str, tuple[Callable, str, tuple[WeightSpec, ...]]] = {
+    "identity": (identity_curve, "dlib identity similarity to the reference, 2 s windows", ()),
+    "sync": (sync_curve, f"landmark av_corr per {SYNC_CURVE_WINDOW_SECONDS:g} s window", ()),
+    "facesync": (facesync_curve, f"FaceSync CCA correlation at lag 0 per {SYNC_CURVE_WINDOW_SECONDS:g} s window",
+                 (FACESYNC_CCA,)),
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -408,7 +430,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("long-stream", "2- and 10-minute streams (30 s with --quick) of concatenated shared speech; "
               "identity and sync over time", default_metrics=("identity_drift", "id_sim_dlib", "av_landmark_sync",
                                                              "av_facesync", "landmark_jitter", "tiling"),
-              has_ground_truth=False, build=_long_stream, curves=("identity", "sync")),
+              has_ground_truth=False, build=_long_stream, curves=("identity", "sync", "facesync")),
     Benchmark("latency", "streaming latency and throughput from `python -m hub bench stream --json`",
               default_metrics=(), has_ground_truth=False, build=lambda options: [], kind="latency"),
 )}

@@ -41,7 +41,8 @@ KIND_ORDER = ("quality", "sync", "identity", "motion", "latency")
 LATENCY_DIRECTIONS = {"fps": True, "gen_fps": True}
 LATENCY_X = ("chunk_ms_p50", "gen_chunk_ms_mean")  # x axis of quality-vs-latency, first found wins
 CHROMIUM = "/usr/bin/chromium"
-CURVE_LABELS = {"identity": "identity similarity to the reference (dlib)", "sync": "av_corr (landmark sync)"}
+CURVE_LABELS = {"identity": "identity similarity to the reference (dlib)", "sync": "av_corr (landmark sync)",
+                "facesync": "FaceSync correlation at lag 0"}
 
 
 @dataclass

@@ -257,11 +257,15 @@ class Runner:
         return EvalSample(frames=frames[:n], audio=loaded.audio[: n * SAMPLES_PER_FRAME],
                           reference=loaded.reference_crop(self.size), ground_truth=gt, clip_id=item.clip_id)
 
-    def _weight_hashes(self, info) -> list[str]:
-        """sha256 of each weight file of a runnable metric: a cached value of other weights is stale."""
+    @staticmethod
+    def _weight_hashes_of(specs) -> list[str]:
+        """sha256 of each weight file: a value cached with other weights is stale."""
         from eval.weights import resolve_weight, sha256_cached
 
-        return [sha256_cached(resolve_weight(spec)) for spec in info.weights]
+        return [sha256_cached(resolve_weight(spec)) for spec in specs]
+
+    def _weight_hashes(self, info) -> list[str]:
+        return self._weight_hashes_of(info.weights)
 
     def run_clip_metrics(self, method: Method, item: BenchItem, sidecar: dict, loaded_fn) -> None:
         paths = self._paths(method, item.clip_id)
@@ -315,9 +319,11 @@ class Runner:
         paths = self._paths(method, item.clip_id)
         cache = read_json(paths["curves"]) or {}
         for name in self.benchmark.curves:
-            fn, variant = CURVES[name]
+            fn, variant, weight_specs = CURVES[name]
+            weights = self._weight_hashes_of(weight_specs)
             entry = cache.get(name)
-            if not (entry and entry.get("variant") == variant and entry.get("output_sha256") == sidecar["output_sha256"]):
+            if not (entry and entry.get("variant") == variant and entry.get("output_sha256") == sidecar["output_sha256"]
+                    and entry.get("weights", []) == weights):
                 try:
                     if sample is None:
                         sample = self._sample(method, item, loaded_fn())
@@ -325,7 +331,7 @@ class Runner:
                 except Exception as error:  # noqa: BLE001
                     self._fail(method, item.clip_id, f"curve {name}", error)
                     continue
-                entry = {"variant": variant, "output_sha256": sidecar["output_sha256"],
+                entry = {"variant": variant, "output_sha256": sidecar["output_sha256"], "weights": weights,
                          "t": [float(t) for t in times], "v": [float(v) for v in values]}
                 cache[name] = entry
                 write_json(paths["curves"], cache)

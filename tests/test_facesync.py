@@ -56,6 +56,17 @@ def test_fit_recovers_known_shifts_on_held_out_synthetic_clips():
     assert unrelated["conf"] < model.sync(audio, landmarks)["conf"]
 
 
+def test_windowed_correlation_at_lag_zero():
+    model = fit_facesync([_synthetic_clip(s) for s in range(6)], CONFIG)
+    audio, landmarks = _synthetic_clip(10, frames=200)
+    starts, values = model.windowed_correlation(audio, landmarks, 50)
+    assert starts.tolist() == [0, 50, 100, 150] and (values > 0.5).all()
+    _, unrelated = model.windowed_correlation(_synthetic_clip(20, frames=200)[0], landmarks, 50)
+    assert abs(unrelated.mean()) < 0.2
+    _, late = model.windowed_correlation(delay_audio(audio, 6), landmarks, 50)
+    assert late.mean() < 0.5 * values.mean()  # out of sync loses the lag-0 correlation
+
+
 def test_fit_needs_enough_frames():
     with pytest.raises(ValueError, match="frames for"):
         fit_facesync([_synthetic_clip(0, frames=40)], CONFIG)
@@ -129,3 +140,17 @@ def test_pooled_curves_script(shared_data, tmp_path, capsys):
     assert rows[0].startswith("method,clips,lag-15") and rows[1].startswith("real,1,")
     curve = np.array([float(v) for v in rows[1].split(",")[2:]])  # (31,)
     assert abs(int(np.argmax(curve)) - 15) <= 3 and curve.max() > 0.2
+
+
+def test_facesync_curve_of_a_real_clip_and_a_still(shared_data):
+    from eval.benchmarks import facesync_curve
+    from hub.media import read_video
+
+    clip = read_video(shared_data / "clips" / "real3d_May_5s.mp4")
+    times, values = facesync_curve(EvalSample(frames=clip.frames, audio=clip.audio), window_seconds=2.0)
+    assert times.tolist() == [1.0, 3.0] and np.isfinite(values).all() and values.mean() > 0.1
+    still = EvalSample(frames=np.repeat(clip.frames[:1], len(clip.frames), axis=0), audio=clip.audio)
+    _, flat = facesync_curve(still, window_seconds=2.0)
+    assert np.abs(flat).max() < 0.05
+    with pytest.raises(ValueError, match="at least 10"):
+        facesync_curve(EvalSample(frames=clip.frames[:50], audio=clip.audio[: 50 * 640]))

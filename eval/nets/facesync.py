@@ -122,16 +122,40 @@ class FaceSyncModel:
     canonical_correlations: np.ndarray  # (K,) on the training frames
     report: dict[str, Any]
 
+    @property
+    def weights(self) -> np.ndarray:
+        """Each canonical pair's weight in a score: its canonical correlation, normalised; (K,)."""
+        return self.canonical_correlations / self.canonical_correlations.sum()
+
+    def projections(self, audio: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical audio and mouth signals of a clip: ``(n, K)`` each, n = frames with audio."""
+        a = audio_features(audio, len(landmarks), self.config)  # (n, D_a)
+        v = video_features(landmarks[: len(a)], self.config)  # (n, D_v)
+        return (a - self.audio_mean) @ self.audio_projection, (v - self.video_mean) @ self.video_projection
+
     def lag_curve(self, audio: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Canonical-correlation-weighted lagged correlation; ``(2 * max_offset + 1,)``."""
-        cfg = self.config
-        a = audio_features(audio, len(landmarks), cfg)  # (n, D_a)
-        v = video_features(landmarks[: len(a)], cfg)  # (n, D_v)
-        a_proj = (a - self.audio_mean) @ self.audio_projection  # (n, K)
-        v_proj = (v - self.video_mean) @ self.video_projection  # (n, K)
-        weights = self.canonical_correlations / self.canonical_correlations.sum()  # (K,)
-        return sum(w * lagged_correlation(v_proj[:, k], a_proj[:, k], cfg.max_offset)
-                   for k, w in enumerate(weights))
+        a_proj, v_proj = self.projections(audio, landmarks)  # (n, K) each
+        return sum(w * lagged_correlation(v_proj[:, k], a_proj[:, k], self.config.max_offset)
+                   for k, w in enumerate(self.weights))
+
+    def windowed_correlation(self, audio: np.ndarray, landmarks: np.ndarray,
+                             window: int) -> tuple[np.ndarray, np.ndarray]:
+        """In-sync (lag 0) weighted correlation per window of ``window`` frames.
+
+        Unlike the peak over lags, lag 0 is not biased upwards by noise: a clip without sync
+        scores about 0. Returns (window start frames (W,), correlations (W,)).
+        """
+        a_proj, v_proj = self.projections(audio, landmarks)  # (n, K) each
+        starts = np.arange(0, len(a_proj) - window + 1, window)
+        values = np.empty(len(starts))
+        for i, start in enumerate(starts):
+            a, v = a_proj[start:start + window], v_proj[start:start + window]  # (window, K)
+            a, v = a - a.mean(axis=0), v - v.mean(axis=0)
+            denom = np.sqrt((a ** 2).sum(axis=0) * (v ** 2).sum(axis=0))  # (K,)
+            corr = np.divide((a * v).sum(axis=0), denom, out=np.zeros(len(denom)), where=denom > 0)
+            values[i] = float(self.weights @ corr)
+        return starts, values
 
     def sync(self, audio: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
         """``corr`` (peak), ``offset`` (frames, positive: audio leads) and ``conf`` (peak - median)."""

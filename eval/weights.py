@@ -70,9 +70,10 @@ class WeightSpec:
     def how_to_supply(self) -> str:
         """One sentence: where to put the file and where it comes from."""
         first = os.environ.get("REST_WEIGHTS_DIR") or str(settings.cache_dir() / "weights")
-        source = f"download it from {self.url}" if self.url else "obtain it from its source"
+        if not self.url:  # nothing to download: the note says where the file comes from
+            return f"put {self.filename} into {first} (or set REST_WEIGHTS_DIR to its folder). {self.note}"
         return (f"put {self.filename} into {first} (or set REST_WEIGHTS_DIR to its folder); "
-                f"{source}, or run `python -m eval fetch-weights {self.name}` with internet")
+                f"download it from {self.url}, or run `python -m eval fetch-weights {self.name}` with internet")
 
 
 def sha256_cached(path: Path) -> str:

@@ -88,6 +88,20 @@ def test_save_load_round_trip_and_wrong_file(tmp_path):
         FaceSyncModel.load(tmp_path / "other.safetensors")
 
 
+def test_missing_model_file_says_where_it_comes_from(tmp_path, monkeypatch):
+    import dataclasses
+
+    from eval.weights import FACESYNC_CCA, WeightsUnavailable, resolve_weight
+
+    elsewhere = dataclasses.replace(FACESYNC_CCA, extra_dirs=(str(tmp_path),))  # not the repository's eval/assets
+    monkeypatch.setenv("REST_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("REST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("REST_DATA_DIR", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="fit-facesync") as error:
+        resolve_weight(elsewhere)
+    assert "fetch-weights" not in str(error.value)
+
+
 def test_fit_command_refuses_a_folder_without_an_index(tmp_path, capsys):
     from eval.__main__ import main
 

@@ -390,7 +390,7 @@ def sync_curve(sample, window_seconds: float = SYNC_CURVE_WINDOW_SECONDS) -> tup
 def facesync_curve(sample, window_seconds: float = SYNC_CURVE_WINDOW_SECONDS) -> tuple[np.ndarray, np.ndarray]:
     """FaceSync correlation at lag 0 per window (the shipped ``av_facesync`` model): (times s, corr)."""
     from eval.metrics.faces import cached_landmarks68
-    from eval.nets.facesync import FaceSyncModel
+    from eval.nets.facesync import load_cached
     from eval.weights import resolve_weight
     from hub import FPS
 
@@ -398,7 +398,7 @@ def facesync_curve(sample, window_seconds: float = SYNC_CURVE_WINDOW_SECONDS) ->
     per = int(round(window_seconds * FPS))
     if min(len(landmarks), len(sample.audio) // SAMPLES_PER_FRAME) < per:
         raise ValueError(f"facesync curve needs at least {window_seconds} s of video")
-    starts, values = FaceSyncModel.load(resolve_weight(FACESYNC_CCA)).windowed_correlation(
+    starts, values = load_cached(resolve_weight(FACESYNC_CCA)).windowed_correlation(
         sample.audio, landmarks, per)
     found = np.isfinite(landmarks).all(axis=(1, 2))  # (T,)
     values = np.where([found[s:s + per].sum() >= per // 2 for s in starts], values, np.nan)

@@ -174,6 +174,7 @@ class Runner:
         self.item_notes: dict[str, dict] = {}
         self.fingerprints: dict[str, dict] = {}
         self.counts = {"generated": 0, "reused": 0, "metrics_computed": 0, "metrics_cached": 0}
+        self._weight_hash_memo: dict[tuple[str, ...], list[str]] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def _row(self, method: Method, item_subset: str, clip: str, metric: str, value: float | None, status: str,
@@ -257,15 +258,14 @@ class Runner:
         return EvalSample(frames=frames[:n], audio=loaded.audio[: n * SAMPLES_PER_FRAME],
                           reference=loaded.reference_crop(self.size), ground_truth=gt, clip_id=item.clip_id)
 
-    @staticmethod
-    def _weight_hashes_of(specs) -> list[str]:
-        """sha256 of each weight file: a value cached with other weights is stale."""
+    def _weight_hashes(self, specs) -> list[str]:
+        """sha256 of each weight file (resolved once per run): a value cached with other weights is stale."""
         from eval.weights import resolve_weight, sha256_cached
 
-        return [sha256_cached(resolve_weight(spec)) for spec in specs]
-
-    def _weight_hashes(self, info) -> list[str]:
-        return self._weight_hashes_of(info.weights)
+        key = tuple(spec.name for spec in specs)
+        if key not in self._weight_hash_memo:
+            self._weight_hash_memo[key] = [sha256_cached(resolve_weight(spec)) for spec in specs]
+        return self._weight_hash_memo[key]
 
     def run_clip_metrics(self, method: Method, item: BenchItem, sidecar: dict, loaded_fn) -> None:
         paths = self._paths(method, item.clip_id)
@@ -274,7 +274,7 @@ class Runner:
         sample = None
         for info in self.plan.runnable("clip"):
             entry = cache.get(info.name)
-            weights = self._weight_hashes(info)
+            weights = self._weight_hashes(info.weights)
             if (entry and entry.get("variant") == info.variant and entry.get("output_sha256") == output_sha
                     and entry.get("weights", []) == weights):
                 self.counts["metrics_cached"] += 1
@@ -320,7 +320,7 @@ class Runner:
         cache = read_json(paths["curves"]) or {}
         for name in self.benchmark.curves:
             fn, variant, weight_specs = CURVES[name]
-            weights = self._weight_hashes_of(weight_specs)
+            weights = self._weight_hashes(weight_specs)
             entry = cache.get(name)
             if not (entry and entry.get("variant") == variant and entry.get("output_sha256") == sidecar["output_sha256"]
                     and entry.get("weights", []) == weights):

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = GenerateOptions(mode=args.mode, checkpoint=args.checkpoint, steps=args.steps, seed=args.seed,
                               guidance=args.guidance, device=args.device, window=args.window,
-                              context_noise=args.context_noise, use_id_sink=not args.no_id_sink, size=args.size, fast=args.fast)
+                              context_noise=args.context_noise, use_id_sink=not args.no_id_sink, size=args.size,
+                              fast=args.fast)
     result = generate(args.image, args.audio, args.out, options)
     rtf = result.generate_s / result.seconds if result.seconds else float("nan")
     print(f"wrote {result.path} ({result.frames} frames, {result.seconds:.2f} s) with {options.mode} mode "

@@ -194,9 +194,6 @@ def av_landmark_sync(sample: EvalSample, max_offset: int = SYNC_MAX_OFFSET) -> d
     return av_sync_from_signals(mouth_opening(landmarks)[: len(energy)], energy, max_offset)
 
 
-_FACESYNC_MODELS: dict[str, object] = {}
-
-
 @register_metric(name="av_facesync", kind="sync", higher_is_better=True, needs_audio=True,
                  requires=_DLIB_REQUIRES + ["python_speech_features", "safetensors"], checks=_DLIB_CHECKS,
                  weights=[FACESYNC_CCA], outputs=["fs_corr", "fs_offset", "fs_conf", "fs_in_sync"],
@@ -211,14 +208,11 @@ def av_facesync(sample: EvalSample) -> dict[str, float]:
     ``fs_in_sync`` is 1 when the offset is within ±1 frame, else 0: its mean over clips is the share
     of clips in sync.
     """
-    from eval.nets.facesync import FaceSyncModel
+    from eval.nets.facesync import load_cached
 
     if sample.audio is None:
         raise ValueError("av_facesync needs the driving audio")
-    path = str(resolve_weight(FACESYNC_CCA))
-    if path not in _FACESYNC_MODELS:
-        _FACESYNC_MODELS[path] = FaceSyncModel.load(path)
-    model = _FACESYNC_MODELS[path]
+    model = load_cached(resolve_weight(FACESYNC_CCA))
     landmarks = cached_landmarks68(sample)
     _need_faces(landmarks, "av_facesync", 2 * model.config.max_offset + 2)
     result = model.sync(sample.audio, landmarks)

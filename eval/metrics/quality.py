@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from eval.metrics.registry import EvalSample, register_metric
-from hub import FPS
 from eval.weights import ALEXNET_LPIPS, resolve_weight
+from hub import FPS
 
 _LPIPS_CACHE: dict[str, Any] = {}
 

@@ -196,6 +196,17 @@ class FaceSyncModel:
         return cls(config=config, report=json.loads(metadata.get("report", "{}")), **tensors)
 
 
+_LOADED: dict[str, FaceSyncModel] = {}
+
+
+def load_cached(path: str | Path) -> FaceSyncModel:
+    """:meth:`FaceSyncModel.load`, once per path and process (metrics and curves share it)."""
+    key = str(path)
+    if key not in _LOADED:
+        _LOADED[key] = FaceSyncModel.load(key)
+    return _LOADED[key]
+
+
 def _regularised(cov: np.ndarray, ridge: float) -> np.ndarray:
     return cov + ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
 
